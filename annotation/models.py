@@ -1,0 +1,278 @@
+"""Contexts, scenarios, annotators, assignments and judgments.
+
+The database itself refuses bad rows (CHECK and UNIQUE constraints below), and judgment
+rows are append-only: a database trigger (migration 0002) refuses every UPDATE.
+Business logic lives in ``annotation.services``; these classes only describe data.
+"""
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+
+class Context(models.Model):
+    """A target setting: one image plus a short setting text."""
+
+    class ImageOrigin(models.TextChoices):
+        GENERATED = "generated", "generated"
+        REAL = "real", "real photograph"
+
+    image = models.ImageField(upload_to="contexts/%Y/%m/")
+    image_sha256 = models.CharField(max_length=64, editable=False)
+    setting = models.CharField(max_length=300, help_text='e.g. "child crossing a street"')
+    source = models.CharField(max_length=200, blank=True, help_text="where the image and setting come from")
+    image_origin = models.CharField(max_length=16, choices=ImageOrigin.choices, default=ImageOrigin.REAL)
+    image_unreliable = models.BooleanField(
+        default=False, help_text="Image unreliable: annotators are told to rely on the text."
+    )
+    is_active = models.BooleanField(default=True)
+    # Initial judgments of its non-canary scenarios. Kept in step by the submit service
+    # (same transaction) so that "least-judged first" is an index scan, not an aggregate
+    # over every judgment on each assignment request.
+    judgment_count = models.PositiveIntegerField(default=0, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [models.Index(fields=["is_active", "judgment_count"])]
+        constraints = [
+            models.CheckConstraint(condition=~Q(setting=""), name="context_setting_not_empty"),
+            models.CheckConstraint(
+                condition=Q(image_origin__in=["generated", "real"]), name="context_image_origin_valid"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"#{self.pk} {self.setting}"
+
+
+class Scenario(models.Model):
+    """One action in a context, rated by several annotators."""
+
+    class Origin(models.TextChoices):
+        SEED = "seed", "seed"
+        ANNOTATOR = "annotator", "written by an annotator"
+
+    context = models.ForeignKey(Context, on_delete=models.PROTECT, related_name="scenarios")
+    text = models.TextField()
+    origin = models.CharField(max_length=16, choices=Origin.choices, default=Origin.SEED)
+    author = models.ForeignKey(
+        "Annotator", null=True, blank=True, on_delete=models.PROTECT, related_name="written_scenarios"
+    )
+    prompted_by = models.ForeignKey(
+        "Judgment",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="prompted_scenarios",
+        help_text="The judgment whose agreement with the model prompted this scenario.",
+    )
+    # Text-only acceptability label as in Commonsense NormBank: -1 bad, 0 neutral, +1 good.
+    text_only_label = models.SmallIntegerField(null=True, blank=True)
+    # Canary (gold) scenarios have a known acceptable score range and check attention.
+    is_canary = models.BooleanField(default=False)
+    canary_min_score = models.SmallIntegerField(null=True, blank=True)
+    canary_max_score = models.SmallIntegerField(null=True, blank=True)
+    is_retired = models.BooleanField(default=False)
+    # Initial judgments so far; kept in step by the submit service, like Context's.
+    judgment_count = models.PositiveIntegerField(default=0, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(fields=["context", "text"], name="scenario_unique_text_per_context"),
+            models.CheckConstraint(condition=~Q(text=""), name="scenario_text_not_empty"),
+            models.CheckConstraint(
+                condition=Q(text_only_label__isnull=True) | Q(text_only_label__in=[-1, 0, 1]),
+                name="scenario_text_only_label_valid",
+            ),
+            models.CheckConstraint(condition=Q(origin__in=["seed", "annotator"]), name="scenario_origin_valid"),
+            models.CheckConstraint(
+                condition=Q(origin="seed") | Q(author__isnull=False),
+                name="scenario_annotator_origin_has_author",
+            ),
+            models.CheckConstraint(
+                condition=Q(is_canary=False, canary_min_score__isnull=True, canary_max_score__isnull=True)
+                | Q(
+                    is_canary=True,
+                    canary_min_score__gte=1,
+                    canary_max_score__lte=5,
+                    canary_min_score__lte=models.F("canary_max_score"),
+                ),
+                name="scenario_canary_range_valid",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.text[:80]
+
+    def canary_accepts(self, score: int) -> bool:
+        return self.is_canary and self.canary_min_score <= score <= self.canary_max_score
+
+
+class Annotator(models.Model):
+    class Status(models.TextChoices):
+        ACTIVE = "active", "active"
+        PAUSED = "paused", "paused"
+        SCREENED_OUT = "screened_out", "screened out"
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="annotator")
+    # Pseudonymous id for exports: never the username.
+    public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    consent_version = models.CharField(max_length=32, blank=True)
+    consented_at = models.DateTimeField(null=True, blank=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.ACTIVE)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(status__in=["active", "paused", "screened_out"]), name="annotator_status_valid"
+            ),
+            models.CheckConstraint(
+                condition=Q(consent_version="", consented_at__isnull=True)
+                | (~Q(consent_version="") & Q(consented_at__isnull=False)),
+                name="annotator_consent_version_with_time",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.user.get_username()
+
+    def has_consented(self, version: str) -> bool:
+        return self.consent_version == version
+
+
+class Assignment(models.Model):
+    """One page of work: a context and the scenarios the annotator is to rate on it.
+
+    While active and not past ``expires_at``, its items hold a judgment slot of their
+    scenarios; once expired, the slots go back to the pool.
+    """
+
+    class Status(models.TextChoices):
+        ACTIVE = "active", "active"
+        SUBMITTED = "submitted", "rated; follow-up step pending"
+        COMPLETED = "completed", "completed"
+        EXPIRED = "expired", "expired"
+
+    annotator = models.ForeignKey(Annotator, on_delete=models.PROTECT, related_name="assignments")
+    context = models.ForeignKey(Context, on_delete=models.PROTECT, related_name="assignments")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.ACTIVE)
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField()
+    submitted_at = models.DateTimeField(null=True, blank=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(status__in=["active", "submitted", "completed", "expired"]),
+                name="assignment_status_valid",
+            ),
+            # One open page per annotator: two tabs get the same assignment.
+            models.UniqueConstraint(
+                fields=["annotator"],
+                condition=Q(status__in=["active", "submitted"]),
+                name="assignment_one_open_per_annotator",
+            ),
+        ]
+        indexes = [models.Index(fields=["status", "expires_at"])]
+
+    def __str__(self) -> str:
+        return f"assignment #{self.pk} ({self.annotator} on context #{self.context_id})"
+
+
+class AssignmentItem(models.Model):
+    assignment = models.ForeignKey(Assignment, on_delete=models.CASCADE, related_name="items")
+    scenario = models.ForeignKey(Scenario, on_delete=models.PROTECT, related_name="assignment_items")
+    position = models.PositiveSmallIntegerField()
+
+    class Meta:
+        ordering = ["assignment", "position"]
+        constraints = [
+            models.UniqueConstraint(fields=["assignment", "scenario"], name="assignment_item_unique_scenario"),
+            models.UniqueConstraint(fields=["assignment", "position"], name="assignment_item_unique_position"),
+        ]
+
+
+class Judgment(models.Model):
+    """One annotator's score and grounding modality for one scenario. Append-only."""
+
+    class Modality(models.TextChoices):
+        TEXT = "text", "text"
+        IMAGE = "image", "image"
+        BOTH = "both", "both"
+
+    class Phase(models.TextChoices):
+        INITIAL = "initial", "initial"
+        RECONFIRMED = "reconfirmed", "reconfirmed after a grounding check"
+
+    annotator = models.ForeignKey(Annotator, on_delete=models.PROTECT, related_name="judgments")
+    scenario = models.ForeignKey(Scenario, on_delete=models.PROTECT, related_name="judgments")
+    assignment = models.ForeignKey(Assignment, on_delete=models.PROTECT, related_name="judgments")
+    score = models.SmallIntegerField()
+    modality = models.CharField(max_length=8, choices=Modality.choices)
+    phase = models.CharField(max_length=16, choices=Phase.choices, default=Phase.INITIAL)
+    revises = models.OneToOneField(
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="reconfirmation",
+        help_text="For a reconfirmed judgment: the initial judgment it keeps or revises.",
+    )
+    # What the model said at the moment of this judgment (null: no score yet).
+    model_version = models.ForeignKey(
+        "modelloop.ModelVersion", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    model_score = models.FloatField(null=True, blank=True)
+    delta = models.FloatField(null=True, blank=True)
+    canary_passed = models.BooleanField(null=True, blank=True)
+    seconds_spent = models.FloatField(null=True, blank=True)
+    client_token = models.UUIDField(help_text="Set by the page; a repeated submit is stored once.")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.CheckConstraint(condition=Q(score__gte=1, score__lte=5), name="judgment_score_1_to_5"),
+            models.CheckConstraint(
+                condition=Q(modality__in=["text", "image", "both"]), name="judgment_modality_valid"
+            ),
+            models.CheckConstraint(
+                condition=Q(phase="initial", revises__isnull=True)
+                | Q(phase="reconfirmed", revises__isnull=False),
+                name="judgment_reconfirmation_revises_initial",
+            ),
+            models.CheckConstraint(
+                condition=Q(model_score__isnull=True) | Q(model_score__gte=1, model_score__lte=5),
+                name="judgment_model_score_1_to_5",
+            ),
+            models.CheckConstraint(
+                condition=Q(delta__isnull=True) | Q(delta__gte=0), name="judgment_delta_non_negative"
+            ),
+            models.CheckConstraint(
+                condition=Q(seconds_spent__isnull=True) | Q(seconds_spent__gte=0),
+                name="judgment_seconds_non_negative",
+            ),
+            # Nobody rates a scenario twice (one initial and at most one reconfirmation).
+            models.UniqueConstraint(
+                fields=["annotator", "scenario", "phase"], name="judgment_once_per_annotator_scenario_phase"
+            ),
+            models.UniqueConstraint(fields=["annotator", "client_token"], name="judgment_client_token_unique"),
+        ]
+        indexes = [models.Index(fields=["scenario", "phase"])]
+
+    def __str__(self) -> str:
+        return f"{self.annotator} rated #{self.scenario_id} {self.score} ({self.modality}, {self.phase})"
+
+    def save(self, *args, **kwargs):
+        if self.pk is not None and not self._state.adding:
+            raise ValueError("Judgments are append-only; write a reconfirmation instead of updating.")
+        super().save(*args, **kwargs)

@@ -1,0 +1,159 @@
+"""Reads of the annotation app: what a page shows and which step comes next."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+from django.conf import settings
+from django.db.models import Exists, OuterRef
+from django.utils import timezone
+
+from modelloop import services as modelloop_services
+
+from .models import Annotator, Assignment, Context, Judgment, Scenario
+
+
+def assignment_for_annotator(*, annotator: Annotator, assignment_id: int) -> Assignment:
+    """An assignment of this annotator with its context and scenarios (404 for anyone else's)."""
+    return (
+        Assignment.objects.select_related("context")
+        .prefetch_related("items__scenario")
+        .get(pk=assignment_id, annotator=annotator)
+    )
+
+
+@dataclass(frozen=True)
+class ReviewItem:
+    judgment: Judgment
+    model_score: float | None  # None: no score yet (pending) or the model failed on the pair
+    pending: bool  # scoring not finished
+    reconfirmation: Judgment | None
+
+    @property
+    def delta(self) -> float | None:
+        return None if self.model_score is None else abs(self.judgment.score - self.model_score)
+
+    @property
+    def disagrees(self) -> bool:
+        return self.delta is not None and self.delta >= settings.MORALE_DISAGREEMENT_THRESHOLD
+
+    @property
+    def agrees(self) -> bool:
+        return self.delta is not None and not self.disagrees
+
+    @property
+    def needs_check(self) -> bool:
+        return self.disagrees and self.reconfirmation is None
+
+
+def review_items(judgments: list[Judgment]) -> list[ReviewItem]:
+    """Compare initial judgments with the model: the score stored at submit, else the current one."""
+    version = modelloop_services.model_version_current_or_none()
+    late_ids = [j.scenario_id for j in judgments if j.model_score is None]
+    late = modelloop_services.predictions_for(scenario_ids=late_ids, model_version=version)
+    reconfirmations = {
+        j.revises_id: j for j in Judgment.objects.filter(revises__in=[j.pk for j in judgments])
+    }
+    items = []
+    for j in judgments:
+        if j.model_score is not None:
+            score, pending = j.model_score, False
+        else:
+            pred = late.get(j.scenario_id)
+            pending = pred is None
+            score = pred.score if pred is not None and pred.status == "ok" else None
+        items.append(ReviewItem(judgment=j, model_score=score, pending=pending, reconfirmation=reconfirmations.get(j.pk)))
+    return items
+
+
+def assignment_review(*, assignment: Assignment) -> list[ReviewItem]:
+    judgments = list(
+        Judgment.objects.filter(assignment=assignment, phase=Judgment.Phase.INITIAL)
+        .select_related("scenario")
+        .order_by("id")
+    )
+    return review_items(judgments)
+
+
+@dataclass(frozen=True)
+class NextStep:
+    name: str  # "rate" | "wait" | "check" | "add" | "done"
+    items: list[ReviewItem]
+
+
+def assignment_next_step(*, assignment: Assignment, now=None) -> NextStep:
+    """Where a page goes after rating (paper, fig. 4).
+
+    Disagreements get grounding checks; while scores are missing the page polls for up to
+    MORALE_SCORE_WAIT_SECONDS, then lets the annotator go on (the check is offered later
+    in the session). With no disagreement the add-scenario prompt follows, by default only
+    when every scenario agreed (MORALE_ADD_SCENARIO_WHEN).
+    """
+    now = now or timezone.now()
+    if assignment.status in (Assignment.Status.ACTIVE, Assignment.Status.EXPIRED):
+        return NextStep("rate", [])
+    items = assignment_review(assignment=assignment)
+    if assignment.status == Assignment.Status.COMPLETED:
+        return NextStep("done", items)
+    if any(i.needs_check for i in items):
+        return NextStep("check", items)
+    waited = now - (assignment.submitted_at or now)
+    if any(i.pending for i in items) and waited < timedelta(seconds=settings.MORALE_SCORE_WAIT_SECONDS):
+        return NextStep("wait", items)
+    if settings.MORALE_ADD_SCENARIO_WHEN == "any_agree":
+        offer_add = any(i.agrees for i in items)
+    else:
+        offer_add = bool(items) and all(i.agrees for i in items)
+    return NextStep("add" if offer_add else "done", items)
+
+
+LATE_CHECK_WINDOW = timedelta(hours=12)
+
+
+def late_checks_for(*, annotator: Annotator, now=None) -> list[ReviewItem]:
+    """Grounding checks whose model score arrived after the annotator moved on.
+
+    Offered at the start of the next page, within the same working session (12 hours).
+    """
+    now = now or timezone.now()
+    judgments = list(
+        Judgment.objects.filter(
+            annotator=annotator,
+            phase=Judgment.Phase.INITIAL,
+            model_score__isnull=True,
+            created_at__gte=now - LATE_CHECK_WINDOW,
+            assignment__status=Assignment.Status.COMPLETED,
+            reconfirmation__isnull=True,
+        )
+        .select_related("scenario", "scenario__context")
+        .order_by("id")
+    )
+    return [i for i in review_items(judgments) if i.needs_check]
+
+
+@dataclass(frozen=True)
+class Progress:
+    pages_done: int
+    judgments_done: int
+    contexts_left: int
+
+
+def open_scenarios_for(annotator: Annotator):
+    """Scenarios this annotator may still rate: active, not canary, not full, not written or rated by them."""
+    judged_by_me = Judgment.objects.filter(scenario=OuterRef("pk"), annotator=annotator)
+    return (
+        Scenario.objects.filter(is_retired=False, is_canary=False, context__is_active=True)
+        .filter(judgment_count__lt=settings.MORALE_JUDGMENTS_PER_SCENARIO)
+        .exclude(author=annotator)
+        .exclude(Exists(judged_by_me))
+    )
+
+
+def annotator_progress(*, annotator: Annotator) -> Progress:
+    open_for_me = open_scenarios_for(annotator).filter(context=OuterRef("pk"))
+    return Progress(
+        pages_done=Assignment.objects.filter(annotator=annotator, status=Assignment.Status.COMPLETED).count(),
+        judgments_done=Judgment.objects.filter(annotator=annotator, phase=Judgment.Phase.INITIAL).count(),
+        contexts_left=Context.objects.filter(is_active=True).filter(Exists(open_for_me)).count(),
+    )

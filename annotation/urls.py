@@ -1,0 +1,17 @@
+from django.urls import path
+
+from . import views
+
+app_name = "annotation"
+
+urlpatterns = [
+    path("", views.start, name="start"),
+    path("consent/", views.consent, name="consent"),
+    path("annotate/", views.next_page, name="next"),
+    path("annotate/<int:assignment_id>/", views.rate, name="rate"),
+    path("annotate/<int:assignment_id>/review/", views.review, name="review"),
+    path("annotate/<int:assignment_id>/check/", views.check, name="check"),
+    path("annotate/<int:assignment_id>/add/", views.add_scenario, name="add"),
+    path("annotate/checks/", views.late_checks, name="late_checks"),
+    path("finish/", views.finish, name="finish"),
+]

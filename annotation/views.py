@@ -1,0 +1,350 @@
+"""The annotator's pages: consent, rating, grounding check, add scenario, finish.
+
+Thin views: parse the form, call one service or selector, render. Every page works
+without JavaScript; frontend/static/morale/keys.js only adds keyboard shortcuts.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+import uuid
+
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import ValidationError
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_http_methods
+
+from . import selectors, services
+from .models import Annotator, Assignment, Judgment
+
+SCORE_LABELS = [
+    (1, "Very unacceptable"),
+    (2, "Unacceptable"),
+    (3, "Neutral"),
+    (4, "Acceptable"),
+    (5, "Very acceptable"),
+]
+# The paper's definitions (appendix 11), shown as help next to each choice.
+MODALITY_HELP = [
+    ("text", "Text", "t", "Your decision is mainly based on the written scenario; the image provides little or no relevant moral information."),
+    ("image", "Image", "i", "Your decision is mainly based on visual cues."),
+    ("both", "Both", "b", "Your decision depends on how the text scenario interacts with the visual scene; removing either modality would change your judgment."),
+]
+
+
+def annotator_required(view):
+    """Logged in, consented to the current consent version, and active."""
+
+    @login_required
+    @functools.wraps(view)
+    def wrapper(request: HttpRequest, *args, **kwargs):
+        annotator = services.annotator_for_user(user=request.user)
+        if not annotator.has_consented(settings.MORALE_CONSENT_VERSION):
+            return redirect("annotation:consent")
+        if annotator.status != Annotator.Status.ACTIVE:
+            return render(request, "annotation/not_active.html", {"annotator": annotator}, status=403)
+        request.annotator = annotator
+        return view(request, *args, **kwargs)
+
+    return wrapper
+
+
+def _assignment_or_404(request, assignment_id: int) -> Assignment:
+    try:
+        return selectors.assignment_for_annotator(annotator=request.annotator, assignment_id=assignment_id)
+    except Assignment.DoesNotExist:
+        raise Http404("No such page of yours.") from None
+
+
+def _page_token(request) -> uuid.UUID:
+    try:
+        return uuid.UUID(request.POST.get("page_token", ""))
+    except ValueError:
+        raise ValidationError("The form is missing its token; please reload the page.") from None
+
+
+def _seconds_since(request, field: str = "rendered_at") -> float | None:
+    try:
+        started = float(request.POST.get(field, ""))
+    except ValueError:
+        return None
+    elapsed = time.time() - started
+    return elapsed if 0 <= elapsed < 24 * 3600 else None
+
+
+@login_required
+def start(request: HttpRequest) -> HttpResponse:
+    return redirect("annotation:next")
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def consent(request: HttpRequest) -> HttpResponse:
+    annotator = services.annotator_for_user(user=request.user)
+    version = settings.MORALE_CONSENT_VERSION
+    error = None
+    if request.method == "POST":
+        if request.POST.get("agree") == "yes":
+            services.annotator_record_consent(annotator=annotator, version=version)
+            return redirect("annotation:next")
+        error = "To take part, please tick the box to say you have read this and agree."
+    return render(
+        request,
+        "annotation/consent.html",
+        {"version": version, "error": error, "already": annotator.has_consented(version)},
+        status=400 if error else 200,
+    )
+
+
+@annotator_required
+def next_page(request: HttpRequest) -> HttpResponse:
+    if selectors.late_checks_for(annotator=request.annotator):
+        return redirect("annotation:late_checks")
+    try:
+        assignment = services.assignment_get_or_create(annotator=request.annotator)
+    except services.AnnotatorNotActive:
+        return render(request, "annotation/not_active.html", {"annotator": request.annotator}, status=403)
+    if assignment is None:
+        return redirect("annotation:finish")
+    if assignment.status == Assignment.Status.SUBMITTED:
+        return redirect("annotation:review", assignment_id=assignment.pk)
+    return redirect("annotation:rate", assignment_id=assignment.pk)
+
+
+def _rating_rows(assignment: Assignment, posted=None) -> list[dict]:
+    rows = []
+    for item in assignment.items.all():
+        sid = item.scenario_id
+        rows.append(
+            {
+                "scenario": item.scenario,
+                "position": item.position + 1,
+                "score": (posted or {}).get(f"score-{sid}", ""),
+                "modality": (posted or {}).get(f"modality-{sid}", ""),
+                "error": (posted or {}).get(f"error-{sid}"),
+            }
+        )
+    return rows
+
+
+def _render_rating(request, assignment, *, posted=None, status=200, expired=False, gone=False, error=None):
+    progress = selectors.annotator_progress(annotator=request.annotator)
+    return render(
+        request,
+        "annotation/rate.html",
+        {
+            "assignment": assignment,
+            "context": assignment.context,
+            "rows": _rating_rows(assignment, posted),
+            "score_labels": SCORE_LABELS,
+            "modality_help": MODALITY_HELP,
+            "page_token": (posted or {}).get("page_token") or uuid.uuid4(),
+            "rendered_at": (posted or {}).get("rendered_at") or f"{time.time():.3f}",
+            "progress": progress,
+            "expired": expired,
+            "gone": gone,
+            "error": error,
+        },
+        status=status,
+    )
+
+
+@annotator_required
+@require_http_methods(["GET", "POST"])
+def rate(request: HttpRequest, assignment_id: int) -> HttpResponse:
+    assignment = _assignment_or_404(request, assignment_id)
+    if assignment.status in (Assignment.Status.SUBMITTED, Assignment.Status.COMPLETED) and request.method == "GET":
+        return redirect("annotation:review", assignment_id=assignment.pk)
+    if request.method == "GET":
+        if assignment.status == Assignment.Status.EXPIRED:
+            return _render_rating(request, assignment, status=409, expired=True)
+        return _render_rating(request, assignment)
+
+    posted = request.POST.dict()
+    ratings, errors = [], 0
+    for item in assignment.items.all():
+        sid = item.scenario_id
+        score, modality = posted.get(f"score-{sid}"), posted.get(f"modality-{sid}")
+        try:
+            services.rating_check(score=score, modality=modality)
+        except ValidationError as exc:
+            posted[f"error-{sid}"] = exc.messages[0]
+            errors += 1
+        ratings.append(services.RatingInput(scenario_id=sid, score=score, modality=modality))
+    if errors:
+        return _render_rating(
+            request, assignment, posted=posted, status=400, error="Some answers are missing; they are marked below."
+        )
+    n = max(1, len(ratings))
+    seconds = _seconds_since(request)
+    try:
+        services.assignment_submit_ratings(
+            annotator=request.annotator,
+            assignment_id=assignment.pk,
+            ratings=ratings,
+            page_token=_page_token(request),
+            seconds_spent=seconds / n if seconds is not None else None,
+            renew_expired=posted.get("renew") == "1",
+        )
+    except services.AssignmentExpired:
+        return _render_rating(request, assignment, posted=posted, status=409, expired=True)
+    except services.AssignmentNoLongerAvailable:
+        return _render_rating(request, assignment, posted=posted, status=409, gone=True)
+    except ValidationError as exc:
+        return _render_rating(request, assignment, posted=posted, status=400, error=" ".join(exc.messages))
+    return redirect("annotation:review", assignment_id=assignment.pk)
+
+
+@annotator_required
+def review(request: HttpRequest, assignment_id: int) -> HttpResponse:
+    """Decide the step after rating; while model scores are missing, poll (meta refresh)."""
+    assignment = _assignment_or_404(request, assignment_id)
+    step = selectors.assignment_next_step(assignment=assignment)
+    if step.name == "rate":
+        return redirect("annotation:rate", assignment_id=assignment.pk)
+    if step.name == "check":
+        return redirect("annotation:check", assignment_id=assignment.pk)
+    if step.name == "add":
+        return redirect("annotation:add", assignment_id=assignment.pk)
+    if step.name == "wait":
+        return render(request, "annotation/waiting.html", {"assignment": assignment, "context": assignment.context})
+    services.assignment_complete(annotator=request.annotator, assignment_id=assignment.pk)
+    return redirect("annotation:next")
+
+
+def _check_form(request, items, *, post_url, status=200, errors=None, heading_context=None):
+    return render(
+        request,
+        "annotation/check.html",
+        {
+            "items": items,
+            "score_labels": SCORE_LABELS,
+            "modality_help": MODALITY_HELP,
+            "page_token": request.POST.get("page_token") or uuid.uuid4(),
+            "rendered_at": request.POST.get("rendered_at") or f"{time.time():.3f}",
+            "posted": request.POST,
+            "errors": errors or {},
+            "post_url": post_url,
+            "context": heading_context,
+            "threshold": settings.MORALE_DISAGREEMENT_THRESHOLD,
+        },
+        status=status,
+    )
+
+
+def _answer_checks(request, items) -> dict[int, str]:
+    """Validate every check first, then store each as a reconfirmed judgment."""
+    errors, answers = {}, []
+    for item in items:
+        jid = item.judgment.pk
+        decision = request.POST.get(f"decision-{jid}")
+        score = item.judgment.score if decision == "keep" else request.POST.get(f"score-{jid}")
+        modality = request.POST.get(f"modality-{jid}")
+        try:
+            if decision not in ("keep", "revise"):
+                raise ValidationError("Please say whether you keep or revise your score.")
+            answers.append((jid, *services.rating_check(score=score, modality=modality)))
+        except ValidationError as exc:
+            errors[jid] = exc.messages[0]
+    if errors:
+        return errors
+    token = _page_token(request)
+    seconds = _seconds_since(request)
+    for jid, score, modality in answers:
+        services.judgment_reconfirm(
+            annotator=request.annotator,
+            judgment_id=jid,
+            score=score,
+            modality=modality,
+            page_token=token,
+            seconds_spent=seconds / len(answers) if seconds is not None else None,
+        )
+    return {}
+
+
+@annotator_required
+@require_http_methods(["GET", "POST"])
+def check(request: HttpRequest, assignment_id: int) -> HttpResponse:
+    assignment = _assignment_or_404(request, assignment_id)
+    items = [i for i in selectors.assignment_review(assignment=assignment) if i.needs_check]
+    if not items:
+        return redirect("annotation:review", assignment_id=assignment.pk)
+    if request.method == "POST":
+        try:
+            errors = _answer_checks(request, items)
+        except ValidationError as exc:
+            errors = {items[0].judgment.pk: exc.messages[0]}
+        if errors:
+            return _check_form(request, items, post_url=request.path, status=400, errors=errors, heading_context=assignment.context)
+        return redirect("annotation:review", assignment_id=assignment.pk)
+    return _check_form(request, items, post_url=request.path, heading_context=assignment.context)
+
+
+@annotator_required
+@require_http_methods(["GET", "POST"])
+def late_checks(request: HttpRequest) -> HttpResponse:
+    """Checks whose model score arrived after the annotator had moved on."""
+    items = selectors.late_checks_for(annotator=request.annotator)
+    if not items:
+        return redirect("annotation:next")
+    if request.method == "POST":
+        try:
+            errors = _answer_checks(request, items)
+        except ValidationError as exc:
+            errors = {items[0].judgment.pk: exc.messages[0]}
+        if errors:
+            return _check_form(request, items, post_url=request.path, status=400, errors=errors)
+        return redirect("annotation:next")
+    return _check_form(request, items, post_url=request.path)
+
+
+@annotator_required
+@require_http_methods(["GET", "POST"])
+def add_scenario(request: HttpRequest, assignment_id: int) -> HttpResponse:
+    assignment = _assignment_or_404(request, assignment_id)
+    if assignment.status != Assignment.Status.SUBMITTED:
+        return redirect("annotation:review", assignment_id=assignment.pk)
+    error, text = None, ""
+    if request.method == "POST":
+        if request.POST.get("action") == "skip":
+            services.assignment_complete(annotator=request.annotator, assignment_id=assignment.pk)
+            return redirect("annotation:next")
+        text = request.POST.get("text", "")
+        try:
+            services.scenario_add_by_annotator(annotator=request.annotator, assignment_id=assignment.pk, text=text)
+        except ValidationError as exc:
+            error = " ".join(exc.messages)
+        else:
+            messages.success(request, "Thank you: your scenario joins the pool for other annotators.")
+            return redirect("annotation:next")
+    return render(
+        request,
+        "annotation/add.html",
+        {
+            "assignment": assignment,
+            "context": assignment.context,
+            "error": error,
+            "text": text,
+            "max_chars": settings.MORALE_SCENARIO_MAX_CHARS,
+        },
+        status=400 if error else 200,
+    )
+
+
+@annotator_required
+def finish(request: HttpRequest) -> HttpResponse:
+    progress = selectors.annotator_progress(annotator=request.annotator)
+    return render(
+        request,
+        "annotation/finish.html",
+        {
+            "progress": progress,
+            "reconfirmed": Judgment.objects.filter(
+                annotator=request.annotator, phase=Judgment.Phase.RECONFIRMED
+            ).count(),
+        },
+    )

@@ -1,0 +1,42 @@
+"""Celery tasks of the model loop. They take ids, re-fetch and call services.
+
+All run on queue ``gpu`` (see CELERY_TASK_ROUTES). Each is idempotent, so ``acks_late``
+is safe: a task redelivered after a killed worker stores nothing twice.
+"""
+
+import logging
+
+from celery import shared_task
+from django.db import OperationalError
+
+from . import services
+from .models import ModelVersion
+
+logger = logging.getLogger(__name__)
+
+
+@shared_task(
+    name="modelloop.score_scenarios",
+    acks_late=True,
+    autoretry_for=(OperationalError,),  # database restart or lock timeout: transient
+    retry_backoff=True,
+    max_retries=5,
+    soft_time_limit=300,
+    time_limit=360,
+)
+def score_scenarios(*, scenario_ids: list[int], model_version_id: int | None = None) -> int:
+    """Score these scenarios with the given version (default: the current one)."""
+    if model_version_id is None:
+        version = services.model_version_current_or_none()
+    else:
+        version = ModelVersion.objects.filter(pk=model_version_id).first()
+    if version is None:
+        logger.warning("No model version %s; nothing scored.", model_version_id or "(current)")
+        return 0
+    return services.scenarios_score(scenario_ids=scenario_ids, model_version=version)
+
+
+@shared_task(name="modelloop.sweep_unscored", acks_late=True, soft_time_limit=120, time_limit=180)
+def sweep_unscored() -> int:
+    """Periodic: queue scoring for every active scenario the current version has not scored."""
+    return services.unscored_sweep()

@@ -1,0 +1,24 @@
+"""Every periodic job, declared in one place.
+
+After each `migrate`, the rows are created in django-celery-beat's tables if missing;
+existing rows are left as they are, so edits made in the admin (interval, enabled) stick.
+"""
+
+from django.conf import settings
+
+PERIODIC_TASKS = [
+    # (name shown in the admin, task, seconds between runs: callable reading settings)
+    ("Re-queue scenarios without a current-model score", "modelloop.sweep_unscored",
+     lambda: settings.MORALE_SWEEP_INTERVAL_SECONDS),
+    ("Expire abandoned assignment pages", "annotation.expire_assignments", lambda: 300),
+]
+
+
+def ensure_periodic_tasks(**kwargs) -> None:
+    from django_celery_beat.models import IntervalSchedule, PeriodicTask
+
+    for name, task, seconds in PERIODIC_TASKS:
+        if PeriodicTask.objects.filter(name=name).exists():
+            continue
+        schedule, _ = IntervalSchedule.objects.get_or_create(every=seconds(), period=IntervalSchedule.SECONDS)
+        PeriodicTask.objects.create(name=name, task=task, interval=schedule)

@@ -1,0 +1,195 @@
+"""Settings shared by every environment, read from one environment object.
+
+With nothing configured this is the embedded default: a SQLite file, a filesystem
+Celery broker and media files, all under the git-ignored ``var/`` folder. Set
+``DATABASE_URL`` / ``CELERY_BROKER_URL`` to run the same code on PostgreSQL + Redis.
+The README lists every setting.
+"""
+
+from pathlib import Path
+
+import environ
+
+BASE_DIR = Path(__file__).resolve().parent.parent.parent
+
+env = environ.Env()
+env.read_env(BASE_DIR / ".env")  # optional; real environment variables win
+
+# Runtime state of the embedded default (SQLite file, broker folders, media).
+VAR_DIR = Path(env.str("MORALE_VAR_DIR", default=str(BASE_DIR / "var")))
+
+# --- Django core -----------------------------------------------------------------
+# The development key is only for the embedded default; production.py refuses to start
+# without SECRET_KEY in the environment.
+SECRET_KEY = env.str("SECRET_KEY", default="morale-embedded-development-key-not-for-production")
+DEBUG = env.bool("DEBUG", default=True)
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
+CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "whitenoise.runserver_nostatic",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "django_celery_beat",
+    "annotation",
+    "modelloop",
+    "training",
+    "frontend",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "morale.urls"
+WSGI_APPLICATION = "morale.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,  # frontend/templates holds the pages
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- Database ----------------------------------------------------------------------
+DATABASES = {
+    "default": env.db(
+        "DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'db.sqlite3'}"
+    )
+}
+DATABASES["default"]["ATOMIC_REQUESTS"] = False
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # IMMEDIATE takes the write lock when a transaction begins, so concurrent writers
+    # queue on the lock (up to `timeout` seconds) instead of failing half-way with
+    # "database is locked"; WAL lets readers go on while one writer writes.
+    DATABASES["default"]["OPTIONS"] = {
+        "transaction_mode": "IMMEDIATE",
+        "timeout": env.int("SQLITE_TIMEOUT_SECONDS", default=30),
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+    }
+else:
+    DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("CONN_MAX_AGE", default=60))
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Auth, i18n, files -------------------------------------------------------------
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+]
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "annotation:start"
+LOGOUT_REDIRECT_URL = "login"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = Path(env.str("STATIC_ROOT", default=str(VAR_DIR / "static")))
+MEDIA_URL = "media/"
+MEDIA_ROOT = Path(env.str("MEDIA_ROOT", default=str(VAR_DIR / "media")))
+# Media is served by Django itself only when this is on (embedded default, tests);
+# production serves MEDIA_ROOT from the front web server or object storage.
+MORALE_SERVE_MEDIA = env.bool("MORALE_SERVE_MEDIA", default=True)
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
+
+# Uploaded images: larger files or more pixels are refused with a clear message.
+MORALE_MAX_IMAGE_BYTES = env.int("MORALE_MAX_IMAGE_BYTES", default=10 * 1024 * 1024)
+MORALE_MAX_IMAGE_PIXELS = env.int("MORALE_MAX_IMAGE_PIXELS", default=40_000_000)
+DATA_UPLOAD_MAX_MEMORY_SIZE = MORALE_MAX_IMAGE_BYTES + 1024 * 1024
+
+# --- Celery --------------------------------------------------------------------------
+CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="filesystem://")
+
+
+def filesystem_broker_options(folder: Path) -> dict:
+    """kombu's filesystem transport: one folder in and out, so producers and consumers
+    on this host share the queue files. kombu does not create the folders itself."""
+    options = {
+        "data_folder_in": str(folder / "queue"),
+        "data_folder_out": str(folder / "queue"),
+        "control_folder": str(folder / "control"),
+        "processed_folder": str(folder / "processed"),
+        "store_processed": False,
+    }
+    for name in ("queue", "control", "processed"):
+        (folder / name).mkdir(parents=True, exist_ok=True)
+    return options
+
+
+CELERY_BROKER_TRANSPORT_OPTIONS = (
+    filesystem_broker_options(VAR_DIR / "broker") if CELERY_BROKER_URL.startswith("filesystem://") else {}
+)
+CELERY_TASK_IGNORE_RESULT = True  # tasks write to the database; nobody waits on results
+CELERY_RESULT_BACKEND = None
+CELERY_TASK_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True  # a killed worker's task goes back to the queue
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_DEFAULT_QUEUE = "default"
+CELERY_TASK_ROUTES = {"modelloop.*": {"queue": "gpu"}}
+CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+CELERY_TIMEZONE = TIME_ZONE
+# A dead broker must not hang a web request: fail fast, the sweeper re-queues later.
+CELERY_BROKER_CONNECTION_TIMEOUT = env.float("CELERY_BROKER_CONNECTION_TIMEOUT", default=2.0)
+CELERY_TASK_PUBLISH_RETRY_POLICY = {
+    "max_retries": 1,
+    "interval_start": 0,
+    "interval_step": 0.2,
+    "interval_max": 0.2,
+}
+CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
+
+# --- MORALE --------------------------------------------------------------------------
+# How far a human score may be from the model's before the annotator gets a grounding check.
+MORALE_DISAGREEMENT_THRESHOLD = env.float("MORALE_DISAGREEMENT_THRESHOLD", default=1.0)
+# "all_agree" (paper, appendix 9): offer the add-scenario prompt only when no scenario on
+# the page disagreed. "any_agree": offer it whenever at least one scenario agreed.
+MORALE_ADD_SCENARIO_WHEN = env.str("MORALE_ADD_SCENARIO_WHEN", default="all_agree")
+MORALE_JUDGMENTS_PER_SCENARIO = env.int("MORALE_JUDGMENTS_PER_SCENARIO", default=3)
+MORALE_SCENARIOS_PER_PAGE = env.int("MORALE_SCENARIOS_PER_PAGE", default=5)
+MORALE_ASSIGNMENT_TTL_MINUTES = env.int("MORALE_ASSIGNMENT_TTL_MINUTES", default=30)
+# Probability that an assignment page carries one canary scenario of its context.
+MORALE_CANARY_RATE = env.float("MORALE_CANARY_RATE", default=0.2)
+MORALE_CONSENT_VERSION = env.str("MORALE_CONSENT_VERSION", default="2026-11-v1")
+# How long the grounding-check page waits (polling) for a missing model score before it
+# lets the annotator go on; the check is then offered later in the session.
+MORALE_SCORE_WAIT_SECONDS = env.int("MORALE_SCORE_WAIT_SECONDS", default=20)
+MORALE_SCENARIO_MAX_CHARS = env.int("MORALE_SCENARIO_MAX_CHARS", default=500)
+MORALE_SCORER_BATCH_SIZE = env.int("MORALE_SCORER_BATCH_SIZE", default=32)
+MORALE_SWEEP_INTERVAL_SECONDS = env.int("MORALE_SWEEP_INTERVAL_SECONDS", default=60)
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
+}

@@ -1,0 +1,1 @@
+"""Training runs, losses and metrics: built by the training issue (#4)."""
