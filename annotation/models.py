@@ -98,6 +98,9 @@ class Scenario(models.Model):
                 condition=Q(is_canary=False, canary_min_score__isnull=True, canary_max_score__isnull=True)
                 | Q(
                     is_canary=True,
+                    # NULL makes a CHECK pass, so both ends must be required explicitly
+                    canary_min_score__isnull=False,
+                    canary_max_score__isnull=False,
                     canary_min_score__gte=1,
                     canary_max_score__lte=5,
                     canary_min_score__lte=models.F("canary_max_score"),

@@ -4,8 +4,8 @@ Every function here is keyword-only, validates before it writes and runs in one
 transaction. Views call exactly one of these (or a selector) per request.
 
 Concurrency: on PostgreSQL, an assignment claims judgment slots while holding row locks
-on the scenarios it claims (SELECT ... FOR UPDATE SKIP LOCKED), and recounts the claims
-after taking them, so two annotators asking at once never over-fill a scenario. On
+on the scenarios it claims (SELECT ... FOR UPDATE, always in id order), and recounts the
+claims after taking them, so two annotators asking at once never over-fill a scenario. On
 SQLite the transactions are IMMEDIATE (see settings), which serialises writers.
 """
 
@@ -223,13 +223,15 @@ def _assignment_claim(*, annotator, context_id, now, rng, per_page, capacity) ->
     """Try to claim up to `per_page` open scenarios of one context; None if none are left."""
     try:
         with transaction.atomic():
-            # Lock candidate rows; rows another request is claiming right now are skipped
-            # (it will fill them), which also spreads concurrent annotators over contexts.
+            # Lock the candidate rows in id order (every writer of scenario rows locks in
+            # that order, so there is no deadlock). A request claiming the same context
+            # waits here for a few milliseconds, then recounts what is left. SKIP LOCKED
+            # would be faster but sends the waiter away empty-handed while slots remain.
             locked_ids = list(
                 open_scenarios_for(annotator)
                 .filter(context_id=context_id)
-                .select_for_update(skip_locked=True, of=("self",))
-                .order_by("judgment_count", "id")
+                .select_for_update(of=("self",))
+                .order_by("id")
                 .values_list("id", flat=True)
             )
             claims = _claims(locked_ids, now=now)  # recounted under the locks
@@ -389,8 +391,9 @@ def assignment_submit_ratings(
             judgments.append(judgment)
         Judgment.objects.bulk_create(judgments)
 
-        counted = [s for s in scenarios.values() if not s.is_canary]
-        Scenario.objects.filter(pk__in=[s.pk for s in counted]).update(judgment_count=F("judgment_count") + 1)
+        counted = sorted(s.pk for s in scenarios.values() if not s.is_canary)
+        list(Scenario.objects.select_for_update().filter(pk__in=counted).order_by("id"))  # id order: no deadlock
+        Scenario.objects.filter(pk__in=counted).update(judgment_count=F("judgment_count") + 1)
         if counted:
             Context.objects.filter(pk=assignment.context_id).update(judgment_count=F("judgment_count") + len(counted))
         assignment.status = Assignment.Status.SUBMITTED
@@ -408,8 +411,8 @@ def _assignment_renew(*, assignment: Assignment, items, now) -> None:
 
     Call holding SELECT FOR UPDATE on the assignment.
     """
-    ids = [i.scenario_id for i in items if not i.scenario.is_canary]
-    list(Scenario.objects.select_for_update().filter(pk__in=ids))
+    ids = sorted(i.scenario_id for i in items if not i.scenario.is_canary)
+    list(Scenario.objects.select_for_update().filter(pk__in=ids).order_by("id"))
     claims = _claims(ids, now=now, excluding_assignment=assignment)
     if any(claims[sid] >= settings.MORALE_JUDGMENTS_PER_SCENARIO for sid in ids):
         raise AssignmentNoLongerAvailable()

@@ -40,3 +40,17 @@ def png_bytes(size=(64, 48), color=(200, 120, 40)) -> bytes:
 @pytest.fixture
 def png_file():
     return ContentFile(png_bytes(), name="context.png")
+
+
+@pytest.fixture(autouse=True)
+def _baseline_after_flush(request):
+    """Transactional tests flush the database, data migrations included; put the
+    migration's current model version back, as a fresh deployment has it."""
+    marker = request.node.get_closest_marker("django_db")
+    if marker is None or not marker.kwargs.get("transaction"):
+        return
+    request.getfixturevalue("transactional_db")
+    from modelloop.baseline import ensure_current_version
+    from modelloop.models import ModelVersion
+
+    ensure_current_version(ModelVersion)

@@ -2,21 +2,11 @@
 
 from django.db import migrations
 
-BASELINE_NAME = "zero-shot-text-baseline-v1"
-DESCRIPTION = (
-    "Zero-shot text-only baseline: cosine similarity of the MiniLM text embedding of "
-    "'setting + scenario' to acceptable vs unacceptable descriptions, mapped to 1-5. "
-    "It ignores the image; it is a placeholder until a trained head is promoted."
-)
+from modelloop.baseline import ensure_current_version
 
 
 def create_baseline(apps, schema_editor):
-    ModelVersion = apps.get_model("modelloop", "ModelVersion")
-    if not ModelVersion.objects.filter(is_current=True).exists():
-        ModelVersion.objects.get_or_create(
-            name=BASELINE_NAME,
-            defaults={"scorer": "zero-shot-text-baseline", "description": DESCRIPTION, "is_current": True},
-        )
+    ensure_current_version(apps.get_model("modelloop", "ModelVersion"))
 
 
 class Migration(migrations.Migration):

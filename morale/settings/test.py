@@ -29,3 +29,6 @@ MORALE_TEST_VAR = _TEST_VAR
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":  # noqa: F405
     # A file, not :memory:, so that worker and web processes started by tests share it.
     DATABASES["default"]["TEST"] = {"NAME": str(_TEST_VAR / "test.sqlite3")}  # noqa: F405
+STATIC_ROOT = _TEST_VAR / "static"
+STATIC_ROOT.mkdir(exist_ok=True)
+WHITENOISE_USE_FINDERS = True  # serve frontend/static without collectstatic

