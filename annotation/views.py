@@ -16,6 +16,7 @@ from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.views.decorators.http import require_http_methods
 
 from . import selectors, services
@@ -216,7 +217,7 @@ def review(request: HttpRequest, assignment_id: int) -> HttpResponse:
     return redirect("annotation:next")
 
 
-def _check_form(request, items, *, post_url, status=200, errors=None, heading_context=None):
+def _check_form(request, items, *, status=200, errors=None, page_error=None, heading_context=None):
     return render(
         request,
         "annotation/check.html",
@@ -228,7 +229,8 @@ def _check_form(request, items, *, post_url, status=200, errors=None, heading_co
             "rendered_at": request.POST.get("rendered_at") or f"{time.time():.3f}",
             "posted": request.POST,
             "errors": errors or {},
-            "post_url": post_url,
+            "page_error": page_error,
+            "post_url": request.path,
             "context": heading_context,
             "threshold": settings.MORALE_DISAGREEMENT_THRESHOLD,
         },
@@ -236,23 +238,40 @@ def _check_form(request, items, *, post_url, status=200, errors=None, heading_co
     )
 
 
-def _answer_checks(request, items) -> dict[int, str]:
-    """Validate every check first, then store each as a reconfirmed judgment."""
+def _check_answer(request, item) -> tuple[int, str]:
+    """One grounding-check answer as (score, modality); ValidationError says what is wrong."""
+    jid, original = item.judgment.pk, item.judgment.score
+    decision = request.POST.get(f"decision-{jid}")
+    posted_score = request.POST.get(f"score-{jid}")
+    if decision not in ("keep", "revise"):
+        raise ValidationError("Please say whether you keep or revise your score.")
+    if decision == "keep":
+        if posted_score not in (None, "", str(original)):
+            raise ValidationError(
+                f"You chose to keep your score ({original}) but picked {posted_score}: "
+                "choose \"Revise it to\" to change it."
+            )
+        posted_score = original
+    return services.rating_check(score=posted_score, modality=request.POST.get(f"modality-{jid}"))
+
+
+def _grounding_checks(request, items, *, heading_context=None, done_url: str) -> HttpResponse:
+    """Show the checks; on POST validate every answer first, then store each as a
+    reconfirmed judgment (idempotent per check, so a double submit stores one)."""
+    if request.method != "POST":
+        return _check_form(request, items, heading_context=heading_context)
+    try:
+        token = _page_token(request)
+    except ValidationError as exc:
+        return _check_form(request, items, status=400, page_error=exc.messages[0], heading_context=heading_context)
     errors, answers = {}, []
     for item in items:
-        jid = item.judgment.pk
-        decision = request.POST.get(f"decision-{jid}")
-        score = item.judgment.score if decision == "keep" else request.POST.get(f"score-{jid}")
-        modality = request.POST.get(f"modality-{jid}")
         try:
-            if decision not in ("keep", "revise"):
-                raise ValidationError("Please say whether you keep or revise your score.")
-            answers.append((jid, *services.rating_check(score=score, modality=modality)))
+            answers.append((item.judgment.pk, *_check_answer(request, item)))
         except ValidationError as exc:
-            errors[jid] = exc.messages[0]
+            errors[item.judgment.pk] = exc.messages[0]
     if errors:
-        return errors
-    token = _page_token(request)
+        return _check_form(request, items, status=400, errors=errors, heading_context=heading_context)
     seconds = _seconds_since(request)
     for jid, score, modality in answers:
         services.judgment_reconfirm(
@@ -263,7 +282,7 @@ def _answer_checks(request, items) -> dict[int, str]:
             page_token=token,
             seconds_spent=seconds / len(answers) if seconds is not None else None,
         )
-    return {}
+    return redirect(done_url)
 
 
 @annotator_required
@@ -271,17 +290,10 @@ def _answer_checks(request, items) -> dict[int, str]:
 def check(request: HttpRequest, assignment_id: int) -> HttpResponse:
     assignment = _assignment_or_404(request, assignment_id)
     items = [i for i in selectors.assignment_review(assignment=assignment) if i.needs_check]
+    review_url = reverse("annotation:review", args=[assignment.pk])
     if not items:
-        return redirect("annotation:review", assignment_id=assignment.pk)
-    if request.method == "POST":
-        try:
-            errors = _answer_checks(request, items)
-        except ValidationError as exc:
-            errors = {items[0].judgment.pk: exc.messages[0]}
-        if errors:
-            return _check_form(request, items, post_url=request.path, status=400, errors=errors, heading_context=assignment.context)
-        return redirect("annotation:review", assignment_id=assignment.pk)
-    return _check_form(request, items, post_url=request.path, heading_context=assignment.context)
+        return redirect(review_url)
+    return _grounding_checks(request, items, heading_context=assignment.context, done_url=review_url)
 
 
 @annotator_required
@@ -291,15 +303,7 @@ def late_checks(request: HttpRequest) -> HttpResponse:
     items = selectors.late_checks_for(annotator=request.annotator)
     if not items:
         return redirect("annotation:next")
-    if request.method == "POST":
-        try:
-            errors = _answer_checks(request, items)
-        except ValidationError as exc:
-            errors = {items[0].judgment.pk: exc.messages[0]}
-        if errors:
-            return _check_form(request, items, post_url=request.path, status=400, errors=errors)
-        return redirect("annotation:next")
-    return _check_form(request, items, post_url=request.path)
+    return _grounding_checks(request, items, done_url=reverse("annotation:next"))
 
 
 @annotator_required

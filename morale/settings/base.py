@@ -125,7 +125,8 @@ MORALE_MAX_IMAGE_PIXELS = env.int("MORALE_MAX_IMAGE_PIXELS", default=40_000_000)
 DATA_UPLOAD_MAX_MEMORY_SIZE = MORALE_MAX_IMAGE_BYTES + 1024 * 1024
 
 # --- Celery --------------------------------------------------------------------------
-CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="filesystem://")
+# kombu ignores the host of a filesystem URL but warns when there is none.
+CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="filesystem://localhost/")
 
 
 def filesystem_broker_options(folder: Path) -> dict:

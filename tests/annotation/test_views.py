@@ -309,3 +309,33 @@ def test_screened_out_annotator_sees_a_clear_page(client_for):
     annotator = AnnotatorFactory(status="screened_out")
     response = client_for(annotator).get(reverse("annotation:next"))
     assert response.status_code == 403 and b"screened out" in response.content
+
+
+def _check_url_with_one_disagreement(client, annotator, score=5):
+    scenarios = make_scenarios(make_context(), 3)
+    predict(scenarios[0], 1.0)
+    for s in scenarios[1:]:
+        predict(s, float(score))
+    rate_url = open_page(client)
+    _, data = form_for(client.get(rate_url).content.decode(), score=score)
+    check_url = client.get(client.post(rate_url, data).url).url
+    return check_url, Judgment.objects.get(scenario=scenarios[0], annotator=annotator)
+
+
+def test_keep_with_a_different_score_is_refused_not_silently_dropped(client_for, annotator):
+    client = client_for(annotator)
+    check_url, initial = _check_url_with_one_disagreement(client, annotator)
+    response = client.post(check_url, {
+        "page_token": str(uuid.uuid4()), f"modality-{initial.pk}": "text",
+        f"decision-{initial.pk}": "keep", f"score-{initial.pk}": "2",
+    })
+    assert response.status_code == 400 and "Revise it to" in response.content.decode()
+    assert not Judgment.objects.filter(phase="reconfirmed").exists()
+
+
+def test_check_without_a_page_token_says_so_for_the_page(client_for, annotator):
+    client = client_for(annotator)
+    check_url, initial = _check_url_with_one_disagreement(client, annotator)
+    response = client.post(check_url, {f"modality-{initial.pk}": "text", f"decision-{initial.pk}": "keep"})
+    assert response.status_code == 400 and "reload the page" in response.content.decode()
+    assert not Judgment.objects.filter(phase="reconfirmed").exists()
