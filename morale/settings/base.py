@@ -138,6 +138,8 @@ def filesystem_broker_options(folder: Path) -> dict:
         "control_folder": str(folder / "control"),
         "processed_folder": str(folder / "processed"),
         "store_processed": False,
+        # kombu polls the folder; its 1 s default would add a second to every scoring hop.
+        "polling_interval": 0.2,
     }
     for name in ("queue", "control", "processed"):
         (folder / name).mkdir(parents=True, exist_ok=True)
