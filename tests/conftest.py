@@ -19,6 +19,10 @@ def skip_or_fail(reason: str) -> None:
 
 
 def pytest_collection_modifyitems(config, items):
+    from django.conf import settings
+
+    if not settings.configured:  # run with -p no:django (pure tests only)
+        return
     from django.db import connection
 
     if connection.vendor == "postgresql":
