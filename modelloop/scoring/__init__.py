@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass
-from typing import ClassVar, Sequence
+from typing import TYPE_CHECKING, ClassVar, Sequence
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass(frozen=True)
@@ -45,6 +48,36 @@ class Scorer(abc.ABC):
     @abc.abstractmethod
     def score(self, inputs: Sequence[ScoringInput]) -> list[ScoringResult]:
         """Score every input, in order. A bad pair yields a failed result, never an exception."""
+
+
+class FeatureScorer(Scorer):
+    """A scorer split into a frozen backbone that turns pairs into features and a small
+    head that turns features into 1-5 scores.
+
+    Because the backbone is frozen, its features are cached per (``backbone_ref``,
+    scenario) by ``modelloop.services``: retraining the head and rescoring after a
+    promotion never run the backbone again. ``backbone_ref`` must change whenever the
+    backbone's weights or preprocessing change (that is what invalidates the cache).
+    """
+
+    backbone_ref: str
+    feature_dim: int
+
+    @abc.abstractmethod
+    def features(self, inputs: Sequence[ScoringInput]) -> tuple["torch.Tensor", list[str]]:
+        """Features [n, feature_dim] float32 and one error per input ("" when fine; failed rows are zeros)."""
+
+    @abc.abstractmethod
+    def head_scores(self, features: "torch.Tensor") -> "torch.Tensor":
+        """Scores [n] on the 1-5 scale for features [n, feature_dim]."""
+
+    def score(self, inputs: Sequence[ScoringInput]) -> list[ScoringResult]:
+        features, errors = self.features(inputs)
+        scores = self.head_scores(features)
+        return [
+            ScoringResult(item.scenario_id, None, error) if error else ScoringResult(item.scenario_id, float(s))
+            for item, s, error in zip(inputs, scores, errors)
+        ]
 
 
 def scorer_registry() -> dict[str, type[Scorer]]:

@@ -15,10 +15,19 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from . import Scorer, ScoringError, ScoringInput, ScoringResult
-from .features import FEATURE_DIM, encode_texts, extract_features, image_model, pair_text, text_model
+from . import FeatureScorer, Scorer, ScoringError, ScoringInput, ScoringResult
+from .features import (
+    BACKBONE_REF,
+    FEATURE_DIM,
+    encode_texts,
+    extract_features,
+    image_model,
+    pair_text,
+    text_model,
+)
 
 __all__ = [
+    "BACKBONE_REF",
     "FEATURE_DIM",
     "EfficientNetMiniLMHeadScorer",
     "ScoreHead",
@@ -44,7 +53,9 @@ UNACCEPTABLE_ANCHORS = (
 )
 
 
-def _config_number(config: dict, name: str, default: float, *, minimum: float, maximum: float = math.inf) -> float:
+def _config_number(
+    config: dict, name: str, default: float, *, minimum: float, maximum: float = math.inf
+) -> float:
     """Read one numeric setting, failing loudly (ScoringError) on a bad model-version config."""
     value = config.get(name, default)
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not minimum <= value < maximum:
@@ -134,7 +145,7 @@ def load_head(path: str | os.PathLike[str], config: dict) -> ScoreHead:
     return head.float().eval().requires_grad_(False)
 
 
-class EfficientNetMiniLMHeadScorer(Scorer):
+class EfficientNetMiniLMHeadScorer(FeatureScorer):
     """Frozen image + text backbones and a trained MLP head: the scorer that sees the image."""
 
     key: ClassVar[str] = "efficientnet-minilm-mlp"
@@ -143,6 +154,8 @@ class EfficientNetMiniLMHeadScorer(Scorer):
         "sentence-similarity pretrained), scored 1-5 by a small MLP head trained on annotator "
         "judgments."
     )
+    backbone_ref = BACKBONE_REF
+    feature_dim = FEATURE_DIM
 
     def __init__(self, *, config: dict, head_weights_path: str | None = None) -> None:
         if not head_weights_path:
@@ -152,11 +165,9 @@ class EfficientNetMiniLMHeadScorer(Scorer):
         image_model()
         text_model()
 
-    def score(self, inputs: Sequence[ScoringInput]) -> list[ScoringResult]:
-        features, errors = extract_features(inputs)
+    def features(self, inputs: Sequence[ScoringInput]) -> tuple[torch.Tensor, list[str]]:
+        return extract_features(inputs)
+
+    def head_scores(self, features: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():
-            scores = self.head(features)
-        return [
-            ScoringResult(item.scenario_id, None, error) if error else ScoringResult(item.scenario_id, float(s))
-            for item, s, error in zip(inputs, scores, errors)
-        ]
+            return self.head(features.float().cpu())
