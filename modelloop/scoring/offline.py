@@ -100,12 +100,15 @@ class ScoreHead(nn.Module):
         )
 
     @classmethod
-    def from_config(cls, config: dict) -> ScoreHead:
+    def from_config(cls, config: dict, *, in_dim: int = FEATURE_DIM) -> ScoreHead:
+        """A head over `in_dim`-d features shaped by config keys "hidden" and "dropout"."""
+        if not isinstance(config, dict):
+            raise ScoringError(f"head config must be an object, got {config!r}")
         hidden = _config_number(config, "hidden", 256, minimum=1)
         if hidden != int(hidden):
             raise ScoringError(f"config 'hidden' must be a whole number, got {hidden!r}")
         dropout = _config_number(config, "dropout", 0.1, minimum=0.0, maximum=1.0)
-        return cls(hidden=int(hidden), dropout=dropout)
+        return cls(in_dim=in_dim, hidden=int(hidden), dropout=dropout)
 
     def logits(self, features: torch.Tensor) -> torch.Tensor:
         """Unbounded scores [n]; ranking losses such as ListMLE can train on these directly."""
@@ -122,8 +125,9 @@ def save_head(head: ScoreHead, path: str | os.PathLike[str]) -> None:
     save_file(state, os.fspath(path))
 
 
-def load_head(path: str | os.PathLike[str], config: dict) -> ScoreHead:
-    """Build a head shaped by ``config`` and fill it from ``path``, in eval mode on CPU.
+def load_head(path: str | os.PathLike[str], config: dict, *, in_dim: int = FEATURE_DIM) -> ScoreHead:
+    """Build a head over `in_dim`-d features shaped by ``config`` and fill it from ``path``,
+    in eval mode on CPU.
 
     Raises ScoringError when the file is missing, unreadable, does not match the config
     or holds non-finite numbers: the model version is unusable, not one pair.
@@ -135,11 +139,11 @@ def load_head(path: str | os.PathLike[str], config: dict) -> ScoreHead:
         state = load_file(path)
     except Exception as exc:  # safetensors reports damage with several exception types
         raise ScoringError(f"head weights file {path} is not valid safetensors: {exc}") from exc
-    head = ScoreHead.from_config(config)
+    head = ScoreHead.from_config(config, in_dim=in_dim)
     try:
         head.load_state_dict(state, strict=True)
     except RuntimeError as exc:
-        raise ScoringError(f"head weights in {path} do not match config {config!r}: {exc}") from exc
+        raise ScoringError(f"head weights in {path} do not fit {in_dim}-d features and config {config!r}: {exc}") from exc
     if not all(torch.isfinite(tensor).all() for tensor in state.values()):
         raise ScoringError(f"head weights in {path} contain NaN or infinite values")
     return head.float().eval().requires_grad_(False)

@@ -189,7 +189,7 @@ def test_head_round_trip(tmp_path: Path) -> None:
     features = torch.randn(8, FEATURE_DIM)
     with torch.no_grad():
         assert torch.allclose(head(features), loaded(features))
-    with pytest.raises(ScoringError, match="do not match"):
+    with pytest.raises(ScoringError, match="do not fit 1664-d features"):
         load_head(tmp_path / "h.safetensors", {"hidden": 64})
 
 
