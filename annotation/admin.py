@@ -120,3 +120,70 @@ class JudgmentAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+
+# --- Dataset exports (annotation.exports) ---------------------------------------------------
+# Records are written by annotation.exports.dataset_export_create (manage.py export_dataset);
+# the admin only shows them. The file is downloaded through a staff-only admin view.
+from pathlib import PurePosixPath  # noqa: E402
+
+from django.core.exceptions import PermissionDenied  # noqa: E402
+from django.http import FileResponse, Http404  # noqa: E402
+from django.urls import path, reverse  # noqa: E402
+from django.utils.html import format_html  # noqa: E402
+
+from .models import DatasetExport  # noqa: E402
+
+
+@admin.register(DatasetExport)
+class DatasetExportAdmin(admin.ModelAdmin):
+    list_display = ["id", "format", "status", "exported", "created_by", "created_at", "finished_at", "download"]
+    list_filter = ["format", "status"]
+    list_select_related = ["created_by"]
+    fields = readonly_fields = [
+        "download", "format", "format_version", "status", "error", "sha256", "size_bytes",
+        "counts", "options", "created_by", "created_at", "finished_at",
+    ]
+
+    def has_add_permission(self, request):
+        return False  # made by manage.py export_dataset / annotation.exports
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False  # provenance of training runs; a failed export has no file to clean up
+
+    @admin.display(description="contexts / scenarios / judgments")
+    def exported(self, obj):
+        c = obj.counts or {}
+        return f"{c.get('contexts', '-')} / {c.get('scenarios', '-')} / {c.get('judgments', '-')}" if c else "-"
+
+    @admin.display(description="file")
+    def download(self, obj):
+        if obj is None or not obj.file:
+            return "-"
+        url = reverse("admin:annotation_datasetexport_download", args=[obj.pk])
+        return format_html('<a href="{}">{}</a> ({} bytes)', url, PurePosixPath(obj.file.name).name, obj.size_bytes)
+
+    def get_urls(self):
+        own = [
+            path(
+                "<int:pk>/download/",
+                self.admin_site.admin_view(self.download_view),
+                name="annotation_datasetexport_download",
+            )
+        ]
+        return own + super().get_urls()
+
+    def download_view(self, request, pk):
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        export = DatasetExport.objects.filter(pk=pk, status=DatasetExport.Status.DONE).first()
+        if export is None or not export.file:
+            raise Http404("No finished export with that id.")
+        try:
+            handle = export.file.open("rb")
+        except FileNotFoundError:
+            raise Http404("The export's file is missing from storage.") from None
+        return FileResponse(handle, as_attachment=True, filename=PurePosixPath(export.file.name).name)

@@ -279,3 +279,56 @@ class Judgment(models.Model):
         if self.pk is not None and not self._state.adding:
             raise ValueError("Judgments are append-only; write a reconfirmation instead of updating.")
         super().save(*args, **kwargs)
+
+
+class DatasetExport(models.Model):
+    """One dataset export file and how it was made (see ``annotation.exports``).
+
+    Written by ``annotation.exports.dataset_export_create`` only: ``running`` while the
+    file is written, then ``done`` (file, sha256 and counts set) or ``failed`` (the reason
+    in ``error``, no file).
+    """
+
+    class Format(models.TextChoices):
+        JSONL = "jsonl", "JSON Lines (one line per context)"
+        CSV = "csv", "CSV (one row per judgment)"
+        PARQUET = "parquet", "Parquet (one row per context)"
+
+    class Status(models.TextChoices):
+        RUNNING = "running", "running"
+        DONE = "done", "done"
+        FAILED = "failed", "failed"
+
+    file = models.FileField(upload_to="exports/", blank=True, max_length=300)
+    format = models.CharField(max_length=8, choices=Format.choices)
+    format_version = models.CharField(max_length=32, help_text='e.g. "morale-export/1"')
+    sha256 = models.CharField(max_length=64, blank=True)
+    size_bytes = models.BigIntegerField(null=True, blank=True)
+    counts = models.JSONField(default=dict, blank=True, help_text="What was exported and what each filter dropped.")
+    options = models.JSONField(default=dict, blank=True, help_text="Settings and filters this export used.")
+    status = models.CharField(max_length=8, choices=Status.choices, default=Status.RUNNING)
+    error = models.TextField(blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="dataset_exports"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(format__in=["jsonl", "csv", "parquet"]), name="dataset_export_format_valid"
+            ),
+            models.CheckConstraint(
+                condition=Q(status__in=["running", "done", "failed"]), name="dataset_export_status_valid"
+            ),
+            models.CheckConstraint(
+                condition=~Q(status="done")
+                | (~Q(file="") & ~Q(sha256="") & Q(finished_at__isnull=False)),
+                name="dataset_export_done_has_file_and_hash",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"export #{self.pk} ({self.format}, {self.status})"

@@ -1,4 +1,5 @@
 from django.contrib import admin, messages
+from django.utils.html import format_html
 
 from . import services
 from .models import ModelVersion, Prediction
@@ -6,9 +7,21 @@ from .models import ModelVersion, Prediction
 
 @admin.register(ModelVersion)
 class ModelVersionAdmin(admin.ModelAdmin):
-    list_display = ["name", "scorer", "is_current", "created_at", "promoted_at", "description"]
-    readonly_fields = ["is_current", "promoted_at", "created_at"]
+    list_display = ["name", "scorer", "is_current", "load_status", "backbone_ref", "created_at", "promoted_at", "description"]
+    readonly_fields = ["is_current", "promoted_at", "created_at", "load_status", "load_checked_at", "backbone_ref"]
+    fieldsets = [
+        (None, {"fields": ["name", "scorer", "description", "is_current", "promoted_at", "created_at"]}),
+        ("Worker load check", {"fields": ["load_status", "load_checked_at"]}),
+        ("Model", {"fields": ["config", "backbone_ref", "head_weights", "lora_adapter", "calibration", "metrics"]}),
+    ]
     actions = ["promote"]
+
+    @admin.display(description="load status")
+    def load_status(self, obj: ModelVersion) -> str:
+        """What the last worker that loaded this version reported; the error in full, in red."""
+        if obj.load_error:
+            return format_html('<strong style="color:#ba2121">load failed:</strong> {}', obj.load_error)
+        return "loaded" if obj.load_checked_at else "not loaded by a worker yet"
 
     @admin.action(description="Make the selected version current (and rescore every scenario)")
     def promote(self, request, queryset):
@@ -17,6 +30,8 @@ class ModelVersionAdmin(admin.ModelAdmin):
             return
         version = services.model_version_promote(model_version=queryset.get())
         messages.success(request, f"{version.name} is now current; rescoring has been queued.")
+        if version.load_error:
+            messages.warning(request, f"The last attempt to load it failed: {version.load_error}")
 
 
 @admin.register(Prediction)

@@ -1,7 +1,45 @@
-"""Model versions (scorers) and their predictions for scenarios."""
+"""Model versions (scorers), their predictions, and the feature cache of frozen backbones."""
 
+import math
+
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Q
+
+# How a version's raw scorer output is mapped onto the 1-5 scale, see validate_calibration.
+CALIBRATION_METHODS = ("builtin", "linear", "isotonic")
+
+
+def validate_calibration(value) -> None:
+    """Refuse a calibration that ``services.calibration_apply`` could not apply.
+
+    - ``{}`` or ``{"method": "builtin"}``: the scorer's own mapping to 1-5 is used as is
+      (``1 + 4 * sigmoid`` for the MLP heads, the expected digit for the VLM zero-shot,
+      ``3 + 2 * tanh`` for the text baseline).
+    - ``{"method": "linear", "slope": a, "intercept": b}``: ``a * score + b``.
+    - ``{"method": "isotonic", "x": [...], "y": [...]}``: piecewise-linear through the
+      fitted points (x increasing, y non-decreasing), flat beyond the ends.
+    Results are clipped to [1, 5] either way.
+    """
+    if not isinstance(value, dict):
+        raise ValidationError("Calibration must be a JSON object.")
+    method = value.get("method", "builtin") if value else "builtin"
+    if method not in CALIBRATION_METHODS:
+        raise ValidationError(f"Calibration method {method!r} is not one of {', '.join(CALIBRATION_METHODS)}.")
+
+    def number(x) -> bool:
+        return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+    if method == "linear" and not (number(value.get("slope")) and number(value.get("intercept"))):
+        raise ValidationError("Linear calibration needs finite numbers 'slope' and 'intercept'.")
+    if method == "isotonic":
+        x, y = value.get("x"), value.get("y")
+        if not (isinstance(x, list) and isinstance(y, list) and len(x) == len(y) >= 2):
+            raise ValidationError("Isotonic calibration needs lists 'x' and 'y' of equal length (at least 2).")
+        if not all(number(v) for v in x + y):
+            raise ValidationError("Isotonic calibration points must be finite numbers.")
+        if any(b <= a for a, b in zip(x, x[1:])) or any(b < a for a, b in zip(y, y[1:])):
+            raise ValidationError("Isotonic calibration needs x strictly increasing and y non-decreasing.")
 
 
 class ModelVersion(models.Model):
@@ -10,19 +48,43 @@ class ModelVersion(models.Model):
     Exactly one version is current. The database refuses a second current row (partial
     unique index); ``modelloop.services.model_version_promote`` switches atomically, and
     migration 0002 creates the first current version, the zero-shot baseline.
+    Files (head weights, LoRA adapter) live in the default storage (``MEDIA_ROOT``), which
+    every worker host shares; ``services.model_version_register`` copies them there.
     """
 
     name = models.CharField(max_length=100, unique=True)
     scorer = models.CharField(
-        max_length=64, help_text="Scorer implementation key, see modelloop.scoring.SCORERS."
+        max_length=64, help_text="Scorer implementation key, see modelloop.scoring.scorer_registry()."
     )
     description = models.TextField(blank=True, help_text="What this version is, shown in the admin.")
     config = models.JSONField(default=dict, blank=True)
+    backbone_ref = models.CharField(
+        max_length=200,
+        blank=True,
+        help_text="The frozen backbone's reference (weights + preprocessing); names its cached features. "
+        "Filled when a worker first loads the version.",
+    )
     head_weights = models.FileField(upload_to="model_versions/", blank=True)
+    # A zip of a peft adapter directory (adapter_config.json + adapter_model.safetensors):
+    # one file, so it goes through the storage API like the head weights and reaches every
+    # worker host; workers unpack it once into a local folder (services._adapter_dir).
+    lora_adapter = models.FileField(
+        upload_to="model_versions/", blank=True, help_text="LoRA adapter (zip of a peft adapter directory), if any."
+    )
+    calibration = models.JSONField(
+        default=dict,
+        blank=True,
+        validators=[validate_calibration],
+        help_text='Mapping of the scorer\'s output to 1-5: {} (the scorer\'s own), '
+        '{"method": "linear", "slope": a, "intercept": b} or {"method": "isotonic", "x": [...], "y": [...]}.',
+    )
     metrics = models.JSONField(default=dict, blank=True)
     is_current = models.BooleanField(default=False)
     created_at = models.DateTimeField(auto_now_add=True)
     promoted_at = models.DateTimeField(null=True, blank=True)
+    # Written by workers: why the last attempt to load this version failed ("" = it loaded).
+    load_error = models.TextField(blank=True)
+    load_checked_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-id"]
@@ -63,3 +125,33 @@ class Prediction(models.Model):
 
     def __str__(self) -> str:
         return f"{self.model_version.name} -> #{self.scenario_id}: {self.score}"
+
+
+class FeatureCacheEntry(models.Model):
+    """A frozen backbone's feature vector for one scenario in its context.
+
+    Valid while ``content_key`` still matches the scenario's inputs (see
+    ``services.content_key``): editing the text, the setting or the image makes the entry
+    stale, and a new ``backbone_ref`` never sees it. In the database, not on a worker's
+    disk, so every worker host and the training app read the same cache.
+
+    ``vector`` is little-endian float32: bit-exact with what the backbone produced, so a
+    score from the cache equals a freshly computed one; float16 would halve the size but
+    round to ~3 significant digits and overflow on the large activations LLM hidden
+    states can have (> 65504). 1664-d EfficientNet+MiniLM features are 6.5 KiB a row.
+    """
+
+    backbone_ref = models.CharField(max_length=200)
+    scenario = models.ForeignKey("annotation.Scenario", on_delete=models.CASCADE, related_name="feature_cache")
+    content_key = models.CharField(max_length=64, help_text="sha256 of (image sha256, setting, scenario text).")
+    dim = models.PositiveIntegerField()
+    vector = models.BinaryField()
+    computed_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["backbone_ref", "scenario"], name="feature_cache_once_per_backbone"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.backbone_ref} / scenario #{self.scenario_id} ({self.dim}-d)"

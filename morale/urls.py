@@ -12,7 +12,9 @@ urlpatterns = [
 ]
 
 if settings.MORALE_SERVE_MEDIA:
-    # Embedded default and tests; production serves MEDIA_ROOT from the web server.
+    # Embedded default and tests; production serves context images from the web server.
+    # Only context images are public: exports and model weights under MEDIA_ROOT are not
+    # (exports download through the admin, staff only).
     urlpatterns += [
-        re_path(r"^media/(?P<path>.*)$", serve, {"document_root": settings.MEDIA_ROOT}),
+        re_path(r"^media/(?P<path>contexts/.*)$", serve, {"document_root": settings.MEDIA_ROOT}),
     ]

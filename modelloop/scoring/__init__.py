@@ -82,6 +82,10 @@ class FeatureScorer(Scorer):
 
 def scorer_registry() -> dict[str, type[Scorer]]:
     # Imported lazily: loading torch is slow and only worker processes need it.
+    from .hf_vlm import HFVLMHeadScorer, HFVLMZeroShotScorer
     from .offline import EfficientNetMiniLMHeadScorer, ZeroShotTextBaselineScorer
 
-    return {cls.key: cls for cls in (ZeroShotTextBaselineScorer, EfficientNetMiniLMHeadScorer)}
+    return {
+        cls.key: cls
+        for cls in (ZeroShotTextBaselineScorer, EfficientNetMiniLMHeadScorer, HFVLMZeroShotScorer, HFVLMHeadScorer)
+    }

@@ -149,6 +149,20 @@ def load_head(path: str | os.PathLike[str], config: dict, *, in_dim: int = FEATU
     return head.float().eval().requires_grad_(False)
 
 
+class EfficientNetMiniLMBackbone:
+    """The frozen feature extractor on its own: what training needs before any head exists.
+
+    Has the ``backbone_ref`` / ``feature_dim`` / ``features`` of a FeatureScorer, so the
+    feature cache (``modelloop.services.features_for``) serves it the same way.
+    """
+
+    backbone_ref = BACKBONE_REF
+    feature_dim = FEATURE_DIM
+
+    def features(self, inputs: Sequence[ScoringInput]) -> tuple[torch.Tensor, list[str]]:
+        return extract_features(inputs)
+
+
 class EfficientNetMiniLMHeadScorer(FeatureScorer):
     """Frozen image + text backbones and a trained MLP head: the scorer that sees the image."""
 

@@ -138,8 +138,8 @@ def filesystem_broker_options(folder: Path) -> dict:
         "control_folder": str(folder / "control"),
         "processed_folder": str(folder / "processed"),
         "store_processed": False,
-        # kombu polls the folder; its 1 s default would add a second to every scoring hop.
-        "polling_interval": 0.2,
+        # kombu polls the folder; its 1 s default would add up to a second to every scoring hop.
+        "polling_interval": 0.1,
     }
     for name in ("queue", "control", "processed"):
         (folder / name).mkdir(parents=True, exist_ok=True)
@@ -157,7 +157,7 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True  # a killed worker's task goes back to the queue
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_DEFAULT_QUEUE = "default"
-CELERY_TASK_ROUTES = {"modelloop.*": {"queue": "gpu"}}
+CELERY_TASK_ROUTES = {"modelloop.*": {"queue": "gpu"}, "training.*": {"queue": "gpu"}}
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_TIMEZONE = TIME_ZONE
 # A dead broker must not hang a web request: fail fast, the sweeper re-queues later.
@@ -188,6 +188,10 @@ MORALE_SCORE_WAIT_SECONDS = env.int("MORALE_SCORE_WAIT_SECONDS", default=20)
 MORALE_SCENARIO_MAX_CHARS = env.int("MORALE_SCENARIO_MAX_CHARS", default=500)
 MORALE_SCORER_BATCH_SIZE = env.int("MORALE_SCORER_BATCH_SIZE", default=32)
 MORALE_SWEEP_INTERVAL_SECONDS = env.int("MORALE_SWEEP_INTERVAL_SECONDS", default=60)
+# A local Hugging Face VLM checkpoint directory (e.g. /models/Qwen2-VL-2B-Instruct). GPU
+# workers register it as a zero-shot version at start and promote it while the built-in
+# baseline is current (modelloop/worker.py). Empty: off.
+MORALE_VLM_PATH = env.str("MORALE_VLM_PATH", default="")
 
 LOGGING = {
     "version": 1,
@@ -196,3 +200,31 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
 }
+
+# --- Dataset export --------------------------------------------------------------------
+# Defaults of annotation.exports (manage.py export_dataset); each export records the values
+# it used, and the filters can be overridden per export. See annotation/exports.py.
+# Train/test split by context: sha256(f"{seed}:{context_id}"); changing either moves contexts.
+MORALE_EXPORT_SPLIT_SEED = env.str("MORALE_EXPORT_SPLIT_SEED", default="morale-split-1")
+MORALE_EXPORT_TEST_FRACTION = env.float("MORALE_EXPORT_TEST_FRACTION", default=0.1)
+# "reconfirmed": per annotator x scenario the judgment after the grounding check where there
+# is one, else the initial one; "initial": first answers only (no model anchoring).
+MORALE_EXPORT_SOURCE = env.str("MORALE_EXPORT_SOURCE", default="reconfirmed")
+# Scenarios whose judgments' sample sd is above this are dropped (paper, section 3.3).
+MORALE_EXPORT_MAX_SD = env.float("MORALE_EXPORT_MAX_SD", default=1.2)
+MORALE_EXPORT_INCLUDE_SCREENED = env.bool("MORALE_EXPORT_INCLUDE_SCREENED", default=False)
+MORALE_EXPORT_INCLUDE_CANARIES = env.bool("MORALE_EXPORT_INCLUDE_CANARIES", default=False)
+# Contexts read per round trip; memory use is bounded by this, not by the data size.
+MORALE_EXPORT_CHUNK_SIZE = env.int("MORALE_EXPORT_CHUNK_SIZE", default=500)
+
+# --- Training ----------------------------------------------------------------------------
+# Gate: a new head becomes current only if, on the same test lists, its NDCG@5 is at least
+# the current version's minus this tolerance ...
+MORALE_GATE_NDCG_TOLERANCE = env.float("MORALE_GATE_NDCG_TOLERANCE", default=0.0)
+# ... and its Unsafe Rate at most the current version's plus this one.
+MORALE_GATE_UNSAFE_TOLERANCE = env.float("MORALE_GATE_UNSAFE_TOLERANCE", default=0.0)
+# A queued or running training run with no sign of life for this long is marked failed
+# (its worker died) and stops blocking new runs.
+MORALE_TRAINING_STALE_MINUTES = env.int("MORALE_TRAINING_STALE_MINUTES", default=120)
+# How often celery beat starts a retraining (the periodic task is editable in the admin).
+MORALE_RETRAIN_INTERVAL_HOURS = env.int("MORALE_RETRAIN_INTERVAL_HOURS", default=24)

@@ -339,3 +339,12 @@ def test_check_without_a_page_token_says_so_for_the_page(client_for, annotator):
     response = client.post(check_url, {f"modality-{initial.pk}": "text", f"decision-{initial.pk}": "keep"})
     assert response.status_code == 400 and "reload the page" in response.content.decode()
     assert not Judgment.objects.filter(phase="reconfirmed").exists()
+
+
+def test_only_context_images_are_served_from_media(client, settings, annotator):
+    context = make_context()
+    (settings.MEDIA_ROOT / "exports").mkdir(parents=True, exist_ok=True)
+    (settings.MEDIA_ROOT / "exports" / "secret.jsonl").write_text("{}")
+    client.force_login(annotator.user)
+    assert client.get(context.image.url).status_code == 200
+    assert client.get("/media/exports/secret.jsonl").status_code == 404
