@@ -48,7 +48,7 @@ def test_calibrated_output_is_on_the_1_to_5_scale_and_close_to_the_truth():
         pred = result.head(test.features)
     assert float(pred.min()) >= 1.0 and float(pred.max()) <= 5.0
     assert float((pred - test.targets).abs().mean()) < 0.5
-    assert result.calibration["folded_into_head"] and result.calibration["b"] > 0
+    assert result.calibration["method"] == "builtin" and result.calibration["b"] > 0
 
 
 def test_calibration_fit_recovers_known_parameters():

@@ -1,0 +1,52 @@
+"""Training runs in the admin: watch progress and metrics, start a run."""
+
+from django.contrib import admin, messages
+from django.db import transaction
+from django.shortcuts import redirect
+from django.urls import path
+from django.views.decorators.http import require_POST
+
+from . import services, tasks
+from .models import TrainingRun
+
+
+@admin.register(TrainingRun)
+class TrainingRunAdmin(admin.ModelAdmin):
+    change_list_template = "admin/training/trainingrun/change_list.html"
+    list_display = ["id", "status", "progress_percent", "triggered_by", "export", "model_version", "promoted",
+                    "created_at", "finished_at"]
+    list_filter = ["status", "promoted", "triggered_by"]
+    list_select_related = ["export", "model_version"]
+    fields = readonly_fields = [
+        "status", "progress", "triggered_by", "config", "export", "model_version", "promoted", "gate_reason",
+        "metrics", "error", "log", "created_at", "started_at", "finished_at", "heartbeat_at",
+    ]
+
+    def has_add_permission(self, request):
+        return False  # started with the button (or manage.py train_head, or celery beat)
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    @admin.display(description="progress")
+    def progress_percent(self, obj):
+        return f"{obj.progress:.0%}"
+
+    def get_urls(self):
+        start = path("start/", self.admin_site.admin_view(require_POST(self.start_view)), name="training_trainingrun_start")
+        return [start, *super().get_urls()]
+
+    def start_view(self, request):
+        """Queue a run on a fresh export; a worker on queue gpu trains it."""
+        if not request.user.has_perm("training.view_trainingrun"):
+            messages.error(request, "You may not start training runs.")
+            return redirect("admin:training_trainingrun_changelist")
+        try:
+            with transaction.atomic():
+                run = services.training_run_queue(triggered_by=TrainingRun.Trigger.ADMIN)
+                transaction.on_commit(lambda: services.training_run_send(run_id=run.pk, task=tasks.execute_run))
+        except services.TrainingRunInProgress as exc:
+            messages.error(request, str(exc))
+        else:
+            messages.success(request, f"{run} queued; this page shows its progress.")
+        return redirect("admin:training_trainingrun_changelist")

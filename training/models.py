@@ -1,0 +1,64 @@
+"""Training runs: which export they read, how they went, and the version they produced."""
+
+from django.db import models
+from django.db.models import Q
+
+
+class TrainingRun(models.Model):
+    """One training of the ranking head on one dataset export.
+
+    Mutable while it runs (status, progress, per-epoch metrics, log, heartbeat). At most
+    one run is queued or running at a time: the database refuses a second one.
+    """
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "queued"
+        RUNNING = "running", "running"
+        SUCCEEDED = "succeeded", "succeeded"
+        FAILED = "failed", "failed"
+
+    class Trigger(models.TextChoices):
+        SCHEDULE = "schedule", "celery beat schedule"
+        COMMAND = "command", "management command"
+        ADMIN = "admin", "admin"
+
+    status = models.CharField(max_length=12, choices=Status.choices, default=Status.QUEUED)
+    triggered_by = models.CharField(max_length=12, choices=Trigger.choices, default=Trigger.COMMAND)
+    config = models.JSONField(default=dict, help_text="training.train.TrainConfig, as used")
+    export = models.ForeignKey(
+        "annotation.DatasetExport", null=True, blank=True, on_delete=models.PROTECT, related_name="training_runs"
+    )
+    progress = models.FloatField(default=0.0, help_text="0-1, updated while the run trains")
+    metrics = models.JSONField(default=dict, blank=True, help_text="per-epoch history, test metrics, gate figures")
+    log = models.TextField(blank=True)
+    error = models.TextField(blank=True)
+    model_version = models.ForeignKey(
+        "modelloop.ModelVersion", null=True, blank=True, on_delete=models.SET_NULL, related_name="training_runs"
+    )
+    promoted = models.BooleanField(default=False)
+    gate_reason = models.TextField(blank=True, help_text="why the new version was or was not made current")
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True, help_text="last sign of life of the worker")
+
+    class Meta:
+        ordering = ["-id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(status__in=["queued", "running", "succeeded", "failed"]), name="training_run_status_valid"
+            ),
+            models.CheckConstraint(
+                condition=Q(progress__gte=0, progress__lte=1), name="training_run_progress_0_to_1"
+            ),
+            # The lock: runs never overlap. A unique index on a constant over the active
+            # rows admits one queued-or-running row in all.
+            models.UniqueConstraint(
+                models.Value(1),
+                condition=Q(status__in=["queued", "running"]),
+                name="training_run_one_active",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"training run #{self.pk} ({self.status})"

@@ -1,0 +1,31 @@
+"""Celery tasks of the training app: ids in, services do the work."""
+
+import logging
+
+from celery import shared_task
+
+from . import services
+from .models import TrainingRun
+
+logger = logging.getLogger(__name__)
+
+
+@shared_task(name="training.retrain", acks_late=True, soft_time_limit=6 * 3600, time_limit=6 * 3600 + 300)
+def retrain(config: dict | None = None) -> int | None:
+    """Periodic (celery beat): export the current judgments and train a head on them.
+
+    Runs on queue ``gpu``. If a run is already going, this one is skipped: runs never
+    overlap. Returns the run id.
+    """
+    try:
+        run = services.training_run_queue(config=config or {}, triggered_by=TrainingRun.Trigger.SCHEDULE)
+    except services.TrainingRunInProgress as exc:
+        logger.info("retrain skipped: %s", exc)
+        return None
+    return services.training_run_execute(run_id=run.pk).pk
+
+
+@shared_task(name="training.execute_run", acks_late=True, soft_time_limit=6 * 3600, time_limit=6 * 3600 + 300)
+def execute_run(run_id: int) -> int:
+    """Run a training queued from the admin. A second delivery finds it started and returns."""
+    return services.training_run_execute(run_id=run_id).pk
