@@ -81,23 +81,21 @@ def pair_text(setting: str, text: str) -> str:
     return f"In the setting '{setting}': {text}"
 
 
-def load_image(path: str) -> torch.Tensor:
-    """Decode, orient, resize and normalise one image to a [3, 224, 224] tensor.
+def open_rgb_image(path: str, *, draft_side: int) -> Image.Image:
+    """Decode and orient one image file to RGB, refusing anything unusable.
 
-    Raises ImageLoadError with a readable reason for anything that cannot be used, so
-    one bad upload fails only its own pairs.
+    Raises ImageLoadError with a readable reason (missing, not an image, truncated,
+    decompression bomb), so one bad upload fails only its own pairs. Big JPEGs are decoded
+    at reduced scale (at least `draft_side` px), which is much faster.
     """
     try:
         with warnings.catch_warnings():
             # Pillow only warns between MAX_IMAGE_PIXELS and twice that; refuse those too.
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as img:
-                img.draft("RGB", (IMAGE_SIZE, IMAGE_SIZE))  # JPEG: decode big photos at reduced scale
+                img.draft("RGB", (draft_side, draft_side))
                 img.load()  # decode now so truncated files fail here, not later
-                oriented = ImageOps.exif_transpose(img)
-                rgb = oriented.convert("RGB").resize(
-                    (IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BILINEAR
-                )
+                return ImageOps.exif_transpose(img).convert("RGB")
     except FileNotFoundError:
         raise ImageLoadError(f"image file not found: {path}") from None
     except (IsADirectoryError, PermissionError) as exc:
@@ -109,6 +107,10 @@ def load_image(path: str) -> torch.Tensor:
     except Exception as exc:  # Pillow plugins raise many types for damaged files
         raise ImageLoadError(f"corrupt or truncated image {path}: {exc}") from None
 
+
+def load_image(path: str) -> torch.Tensor:
+    """Decode, orient, resize and normalise one image to a [3, 224, 224] tensor (ImageLoadError if unusable)."""
+    rgb = open_rgb_image(path, draft_side=IMAGE_SIZE).resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BILINEAR)
     pixels = torch.frombuffer(bytearray(rgb.tobytes()), dtype=torch.uint8)
     pixels = pixels.view(IMAGE_SIZE, IMAGE_SIZE, 3).permute(2, 0, 1).float() / 255.0
     return (pixels - _IMAGENET_MEAN) / _IMAGENET_STD

@@ -21,19 +21,17 @@ import hashlib
 import json
 import os
 import re
-import warnings
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, ClassVar, Sequence
 
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
-from safetensors.torch import load_file
+from PIL import Image
 
 from . import FeatureScorer, Scorer, ScoringError, ScoringInput, ScoringResult
-from .features import ImageLoadError
-from .offline import ScoreHead, _config_number, load_head
+from .features import ImageLoadError, open_rgb_image
+from .offline import _config_number, load_head
 
 if TYPE_CHECKING:
     from peft import PeftModel
@@ -106,25 +104,7 @@ def resize_to_fit(image: Image.Image, max_side: int) -> Image.Image:
 
 def load_pil_image(path: str, max_side: int) -> Image.Image:
     """Decode, orient and shrink one image to RGB; ImageLoadError (a readable reason) if unusable."""
-    try:
-        with warnings.catch_warnings():
-            # Pillow only warns between MAX_IMAGE_PIXELS and twice that; refuse those too.
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
-                img.draft("RGB", (max_side, max_side))  # JPEG: decode big photos at reduced scale
-                img.load()  # decode now so truncated files fail here, not in the processor
-                rgb = ImageOps.exif_transpose(img).convert("RGB")
-    except FileNotFoundError:
-        raise ImageLoadError(f"image file not found: {path}") from None
-    except (IsADirectoryError, PermissionError) as exc:
-        raise ImageLoadError(f"cannot open image file {path}: {exc.strerror}") from None
-    except UnidentifiedImageError:
-        raise ImageLoadError(f"not a readable image file: {path}") from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageLoadError(f"image refused as too large (decompression bomb guard): {exc}") from None
-    except Exception as exc:  # Pillow plugins raise many types for damaged files
-        raise ImageLoadError(f"corrupt or truncated image {path}: {exc}") from None
-    return resize_to_fit(rgb, max_side)
+    return resize_to_fit(open_rgb_image(path, draft_side=max_side), max_side)
 
 
 # --- loading ------------------------------------------------------------------------------

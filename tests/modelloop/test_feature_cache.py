@@ -17,17 +17,8 @@ from modelloop.scoring.features import BACKBONE_REF, FEATURE_DIM
 from modelloop.scoring.offline import EfficientNetMiniLMHeadScorer, ScoreHead, extract_features, save_head
 from tests.factories import make_context
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("fresh_scorer_cache")]
 
-
-@pytest.fixture(autouse=True)
-def _fresh_scorer_cache():
-    """Each test starts like a new worker process: nothing loaded."""
-    services._scorers.clear()
-    services._load_failures.clear()
-    yield
-    services._scorers.clear()
-    services._load_failures.clear()
 
 
 def photo_context(setting: str, seed: int):

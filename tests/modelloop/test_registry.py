@@ -25,19 +25,11 @@ from tests.factories import current_version, make_context, make_scenarios
 
 pytestmark = [
     pytest.mark.django_db,
+    pytest.mark.usefixtures("fresh_scorer_cache"),
     # peft calls a transformers method that transformers 5 deprecates; not ours to fix.
     pytest.mark.filterwarnings("ignore:`is_gradient_checkpointing` is deprecated:FutureWarning"),
 ]
 
-
-@pytest.fixture(autouse=True)
-def _fresh_scorer_cache():
-    """Each test starts like a new worker process: nothing loaded."""
-    services._scorers.clear()
-    services._load_failures.clear()
-    yield
-    services._scorers.clear()
-    services._load_failures.clear()
 
 
 @pytest.fixture(scope="module")

@@ -21,17 +21,8 @@ from modelloop.scoring import FeatureScorer, Scorer, ScoringResult
 from tests.factories import current_version, make_context, make_scenarios
 from tests.integration.conftest import start_worker, wait_for  # noqa: F401 - start_worker is a fixture
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("fresh_scorer_cache")]
 
-
-@pytest.fixture(autouse=True)
-def _fresh_scorer_cache():
-    """Each test starts like a new worker process: nothing loaded."""
-    services._scorers.clear()
-    services._load_failures.clear()
-    yield
-    services._scorers.clear()
-    services._load_failures.clear()
 
 
 class SmallGPUScorer(Scorer):
@@ -141,7 +132,7 @@ def test_a_non_finite_score_is_stored_as_a_failure(fakes):
 def test_a_missing_model_directory_is_reported_not_crashed_on(
     tmp_path, monkeypatch, django_capture_on_commit_callbacks, admin_client, caplog
 ):
-    ids = [s.pk for s in make_scenarios(make_context(), 3)]
+    make_scenarios(make_context(), 3)
     missing = tmp_path / "models" / "Qwen2-VL-7B-Instruct"
     version = services.model_version_create(
         name="qwen-7b-zero-shot", scorer="hf-vlm-zero-shot", config={"backbone_path": str(missing)}
