@@ -974,6 +974,7 @@ class SimAnnotator:
         self.ready()
         self.go.wait()
         try:
+            self.think(first=True)
             self.loop()
         except Stop:
             pass
@@ -1073,10 +1074,19 @@ class SimAnnotator:
             return review_url
         return "/annotate/"
 
-    def think(self):
-        """Reading and clicking time before a form is sent (exponential, mean --think-ms)."""
-        if self.cfg["think_ms"] > 0:
-            time.sleep(self.rng.expovariate(1000.0 / self.cfg["think_ms"]))
+    def think(self, first: bool = False):
+        """Reading and clicking time before a form is sent (exponential, mean --think-ms);
+        before the first page, a uniform 0..think delay so that clients do not arrive all
+        at once. Never sleeps past the end of the load window."""
+        if self.cfg["think_ms"] <= 0:
+            return
+        mean_s = self.cfg["think_ms"] / 1000.0
+        pause = self.rng.uniform(0, mean_s) if first else self.rng.expovariate(1.0 / mean_s)
+        d = self.deadline_box.get("deadline")
+        if d is not None and time.time() + pause >= d:
+            time.sleep(max(0.0, d - time.time()))
+            raise Stop()
+        time.sleep(pause)
 
     def check(self, url):
         step = "late checks page" if url == "/annotate/checks/" else "check page"
