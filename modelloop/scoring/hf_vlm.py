@@ -31,7 +31,7 @@ from PIL import Image
 
 from . import FeatureScorer, Scorer, ScoringError, ScoringInput, ScoringResult
 from .features import ImageLoadError, open_rgb_image
-from .offline import _config_number, load_head
+from .offline import _config_int, load_head
 
 if TYPE_CHECKING:
     from peft import PeftModel
@@ -421,13 +421,6 @@ class HFVLMBackbone:
             self._run_batch(chunk[half:], values, errors, readout)
             return
         values[[p.row for p in chunk]] = readout(hidden, logits)
-
-
-def _config_int(config: dict, name: str, default: int) -> int:
-    value = _config_number(config, name, default, minimum=1)
-    if value != int(value):
-        raise ScoringError(f"config {name!r} must be a whole number, got {config.get(name)!r}")
-    return int(value)
 
 
 # --- scorers ------------------------------------------------------------------------------

@@ -63,6 +63,14 @@ def _config_number(
     return float(value)
 
 
+def _config_int(config: dict, name: str, default: int) -> int:
+    """Like _config_number, for a whole number >= 1."""
+    value = _config_number(config, name, default, minimum=1)
+    if value != int(value):
+        raise ScoringError(f"config {name!r} must be a whole number, got {config.get(name)!r}")
+    return int(value)
+
+
 class ZeroShotTextBaselineScorer(Scorer):
     """Untrained placeholder so every pair has a model score from day one."""
 
@@ -104,11 +112,9 @@ class ScoreHead(nn.Module):
         """A head over `in_dim`-d features shaped by config keys "hidden" and "dropout"."""
         if not isinstance(config, dict):
             raise ScoringError(f"head config must be an object, got {config!r}")
-        hidden = _config_number(config, "hidden", 256, minimum=1)
-        if hidden != int(hidden):
-            raise ScoringError(f"config 'hidden' must be a whole number, got {hidden!r}")
+        hidden = _config_int(config, "hidden", 256)
         dropout = _config_number(config, "dropout", 0.1, minimum=0.0, maximum=1.0)
-        return cls(in_dim=in_dim, hidden=int(hidden), dropout=dropout)
+        return cls(in_dim=in_dim, hidden=hidden, dropout=dropout)
 
     def logits(self, features: torch.Tensor) -> torch.Tensor:
         """Unbounded scores [n]; ranking losses such as ListMLE can train on these directly."""
