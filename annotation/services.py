@@ -55,10 +55,7 @@ def annotator_create(*, username: str, password: str) -> Annotator:
 
 def annotator_for_user(*, user) -> Annotator:
     """The user's annotator profile, created on first use (e.g. a researcher trying the flow)."""
-    annotator = Annotator.objects.filter(user=user).first()
-    if annotator is None:
-        annotator, _ = Annotator.objects.get_or_create(user=user)
-    return annotator
+    return Annotator.objects.get_or_create(user=user)[0]
 
 
 def annotator_record_consent(*, annotator: Annotator, version: str) -> Annotator:
