@@ -28,6 +28,13 @@ class Context(models.Model):
         default=False, help_text="Image unreliable: annotators are told to rely on the text."
     )
     is_active = models.BooleanField(default=True)
+    # The id a researcher's import file gives this context: re-importing the file matches on
+    # it instead of creating a copy (annotation.imports). Empty for contexts made by hand.
+    external_id = models.CharField(max_length=200, blank=True, default="")
+    # The import that created it; "per context batch" agreement groups by this.
+    import_batch = models.ForeignKey(
+        "ImportBatch", null=True, blank=True, on_delete=models.SET_NULL, related_name="contexts"
+    )
     # Initial judgments of its non-canary scenarios. Kept in step by the submit service
     # (same transaction) so that "least-judged first" is an index scan, not an aggregate
     # over every judgment on each assignment request.
@@ -41,6 +48,9 @@ class Context(models.Model):
             models.CheckConstraint(condition=~Q(setting=""), name="context_setting_not_empty"),
             models.CheckConstraint(
                 condition=Q(image_origin__in=["generated", "real"]), name="context_image_origin_valid"
+            ),
+            models.UniqueConstraint(
+                fields=["external_id"], condition=~Q(external_id=""), name="context_external_id_unique"
             ),
         ]
 
@@ -122,12 +132,27 @@ class Annotator(models.Model):
         PAUSED = "paused", "paused"
         SCREENED_OUT = "screened_out", "screened out"
 
+    class Platform(models.TextChoices):
+        LOCAL = "local", "local account"
+        PROLIFIC = "prolific", "Prolific"
+        MTURK = "mturk", "Amazon Mechanical Turk"
+
     user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="annotator")
     # Pseudonymous id for exports: never the username.
     public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     consent_version = models.CharField(max_length=32, blank=True)
     consented_at = models.DateTimeField(null=True, blank=True)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.ACTIVE)
+    # Why the status is what it is (set with it by annotation.quality; the history is in
+    # AnnotatorScreening).
+    status_reason = models.TextField(blank=True)
+    # Crowd platforms: the participant id the entry URL carried (?PROLIFIC_PID= / ?workerId=).
+    platform = models.CharField(max_length=16, choices=Platform.choices, default=Platform.LOCAL)
+    platform_participant_id = models.CharField(max_length=128, blank=True, default="")
+    # Latest automatic quality screening (annotation.quality): {"flags": [...], "stats": {...}}.
+    # Flags only suggest; a researcher confirms a screening, which changes ``status``.
+    quality = models.JSONField(default=dict, blank=True)
+    quality_checked_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -135,6 +160,14 @@ class Annotator(models.Model):
         constraints = [
             models.CheckConstraint(
                 condition=Q(status__in=["active", "paused", "screened_out"]), name="annotator_status_valid"
+            ),
+            models.CheckConstraint(
+                condition=Q(platform__in=["local", "prolific", "mturk"]), name="annotator_platform_valid"
+            ),
+            models.UniqueConstraint(
+                fields=["platform", "platform_participant_id"],
+                condition=~Q(platform_participant_id=""),
+                name="annotator_platform_participant_unique",
             ),
             models.CheckConstraint(
                 condition=Q(consent_version="", consented_at__isnull=True)
@@ -148,6 +181,76 @@ class Annotator(models.Model):
 
     def has_consented(self, version: str) -> bool:
         return self.consent_version == version
+
+
+class AnnotatorScreening(models.Model):
+    """Append-only history of an annotator's status changes: who, when, why.
+
+    ``decided_by`` is empty for automatic decisions (e.g. a pause on a low canary pass rate).
+    """
+
+    class Action(models.TextChoices):
+        SCREEN_OUT = "screen_out", "screened out"
+        PAUSE = "pause", "paused"
+        REINSTATE = "reinstate", "reinstated (screening lifted)"
+
+    annotator = models.ForeignKey(Annotator, on_delete=models.PROTECT, related_name="screenings")
+    action = models.CharField(max_length=16, choices=Action.choices)
+    reasons = models.JSONField(default=list, blank=True, help_text="The quality flags or the researcher's note.")
+    decided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(action__in=["screen_out", "pause", "reinstate"]), name="annotator_screening_action_valid"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.annotator}: {self.get_action_display()} ({self.created_at:%Y-%m-%d})"
+
+
+class ImportBatch(models.Model):
+    """One bulk import of contexts and scenarios (see ``annotation.imports``).
+
+    ``validated`` with errors: nothing was imported; ``done``: the rows are in (counts say
+    how many were new and how many already there); ``failed``: an unexpected error, rolled back.
+    """
+
+    class Status(models.TextChoices):
+        RUNNING = "running", "running"
+        DONE = "done", "done"
+        REJECTED = "rejected", "rejected (errors, nothing imported)"
+        FAILED = "failed", "failed"
+
+    file_name = models.CharField(max_length=300)
+    file_sha256 = models.CharField(max_length=64)
+    format = models.CharField(max_length=8)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.RUNNING)
+    counts = models.JSONField(default=dict, blank=True)
+    errors = models.JSONField(default=list, blank=True, help_text="[{row, field, message}, ...]")
+    options = models.JSONField(default=dict, blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+        verbose_name_plural = "import batches"
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(status__in=["running", "done", "rejected", "failed"]), name="import_batch_status_valid"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"import #{self.pk} {self.file_name} ({self.status})"
 
 
 class Assignment(models.Model):
@@ -295,6 +398,7 @@ class DatasetExport(models.Model):
         PARQUET = "parquet", "Parquet (one row per context)"
 
     class Status(models.TextChoices):
+        QUEUED = "queued", "queued"
         RUNNING = "running", "running"
         DONE = "done", "done"
         FAILED = "failed", "failed"
@@ -308,6 +412,9 @@ class DatasetExport(models.Model):
     options = models.JSONField(default=dict, blank=True, help_text="Settings and filters this export used.")
     status = models.CharField(max_length=8, choices=Status.choices, default=Status.RUNNING)
     error = models.TextField(blank=True)
+    # Background exports (admin, API) report progress in contexts written so far.
+    progress_done = models.PositiveIntegerField(default=0)
+    progress_total = models.PositiveIntegerField(null=True, blank=True)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="dataset_exports"
     )
@@ -321,7 +428,7 @@ class DatasetExport(models.Model):
                 condition=Q(format__in=["jsonl", "csv", "parquet"]), name="dataset_export_format_valid"
             ),
             models.CheckConstraint(
-                condition=Q(status__in=["running", "done", "failed"]), name="dataset_export_status_valid"
+                condition=Q(status__in=["queued", "running", "done", "failed"]), name="dataset_export_status_valid"
             ),
             models.CheckConstraint(
                 condition=~Q(status="done")

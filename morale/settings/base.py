@@ -35,6 +35,9 @@ INSTALLED_APPS = [
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
     "rest_framework",
+    "rest_framework.authtoken",
+    "django_filters",
+    "drf_spectacular",
     "django_celery_beat",
     "annotation",
     "modelloop",
@@ -228,3 +231,55 @@ MORALE_GATE_UNSAFE_TOLERANCE = env.float("MORALE_GATE_UNSAFE_TOLERANCE", default
 MORALE_TRAINING_STALE_MINUTES = env.int("MORALE_TRAINING_STALE_MINUTES", default=120)
 # How often celery beat starts a retraining (the periodic task is editable in the admin).
 MORALE_RETRAIN_INTERVAL_HOURS = env.int("MORALE_RETRAIN_INTERVAL_HOURS", default=24)
+
+# --- Quality control (annotation/quality.py; paper section 3.2) -------------------------
+# Canary pass rate per annotator: below WARN the annotator is flagged for a researcher;
+# below PAUSE (after at least MIN_CHECKS canaries) they are paused automatically.
+MORALE_CANARY_WARN_RATE = env.float("MORALE_CANARY_WARN_RATE", default=0.98)
+MORALE_CANARY_PAUSE_RATE = env.float("MORALE_CANARY_PAUSE_RATE", default=0.8)
+MORALE_CANARY_MIN_CHECKS = env.int("MORALE_CANARY_MIN_CHECKS", default=5)
+# A judgment given in fewer seconds than this is flagged as too fast; an annotator whose
+# share of too-fast answers exceeds TOO_FAST_SHARE is flagged.
+MORALE_TOO_FAST_SECONDS = env.float("MORALE_TOO_FAST_SECONDS", default=2.0)
+MORALE_TOO_FAST_SHARE = env.float("MORALE_TOO_FAST_SHARE", default=0.2)
+# Per-annotator screening runs once an annotator has this many judgments ...
+MORALE_SCREEN_MIN_JUDGMENTS = env.int("MORALE_SCREEN_MIN_JUDGMENTS", default=15)
+# ... and flags a Pearson correlation with the leave-one-out item means below this,
+MORALE_SCREEN_MIN_CORRELATION = env.float("MORALE_SCREEN_MIN_CORRELATION", default=0.3)
+# ... and a score variance whose robust z-score (median/MAD over annotators) exceeds this.
+MORALE_SCREEN_VARIANCE_Z = env.float("MORALE_SCREEN_VARIANCE_Z", default=3.5)
+# How often celery beat recomputes the quality flags.
+MORALE_QUALITY_INTERVAL_SECONDS = env.int("MORALE_QUALITY_INTERVAL_SECONDS", default=600)
+
+# --- Crowd platforms and sign-up -------------------------------------------------------
+# Platforms whose entry URL (/enter/?PROLIFIC_PID=... or ?workerId=...) creates annotators
+# without a sign-up, e.g. "prolific,mturk". Empty: the entry URL is off.
+MORALE_CROWD_PLATFORMS = env.list("MORALE_CROWD_PLATFORMS", default=[])
+# Prolific: when set, the entry URL's STUDY_ID must match it.
+MORALE_PROLIFIC_STUDY_ID = env.str("MORALE_PROLIFIC_STUDY_ID", default="")
+# Shown on the finish page (e.g. Prolific's study completion code). Empty: a per-annotator
+# code is derived from SECRET_KEY, which researchers can verify in the admin.
+MORALE_COMPLETION_CODE = env.str("MORALE_COMPLETION_CODE", default="")
+# At most this many annotators with an open page at once (0: no cap).
+MORALE_MAX_CONCURRENT_ANNOTATORS = env.int("MORALE_MAX_CONCURRENT_ANNOTATORS", default=0)
+# Whether /accounts/signup/ lets anyone create an annotator account.
+MORALE_SELF_SIGNUP = env.bool("MORALE_SELF_SIGNUP", default=False)
+
+# --- REST API (annotation/api.py and friends; docs at /api/docs/) -----------------------
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.SessionAuthentication",
+        "rest_framework.authentication.TokenAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
+    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
+    "PAGE_SIZE": 100,
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "MORALE API",
+    "DESCRIPTION": "Contexts, scenarios, judgments, predictions, model versions, exports and training runs.",
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+}
