@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
-from django.db.models import Exists, OuterRef
+from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
 from modelloop import services as modelloop_services
@@ -157,3 +157,14 @@ def annotator_progress(*, annotator: Annotator) -> Progress:
         judgments_done=Judgment.objects.filter(annotator=annotator, phase=Judgment.Phase.INITIAL).count(),
         contexts_left=Context.objects.filter(is_active=True).filter(Exists(open_for_me)).count(),
     )
+
+
+def annotators_working_now(*, now=None) -> int:
+    """Annotators holding an open page now (active and not expired, or awaiting a check).
+
+    Counting pages counts annotators: the database allows one open page per annotator.
+    """
+    now = now or timezone.now()
+    return Assignment.objects.filter(
+        Q(status=Assignment.Status.SUBMITTED) | Q(status=Assignment.Status.ACTIVE, expires_at__gt=now)
+    ).count()

@@ -26,7 +26,7 @@ from django.utils import timezone
 from modelloop import services as modelloop_services
 
 from .images import check_image_upload
-from .selectors import open_scenarios_for
+from .selectors import annotators_working_now, open_scenarios_for
 from .models import Annotator, Assignment, AssignmentItem, Context, Judgment, Scenario
 
 
@@ -41,6 +41,10 @@ class AssignmentNoLongerAvailable(Exception):
 
 class AnnotatorNotActive(Exception):
     """Paused or screened-out annotators get no new work."""
+
+
+class StudyFull(Exception):
+    """MORALE_MAX_CONCURRENT_ANNOTATORS annotators hold a page already; come back later."""
 
 
 # --- annotators ------------------------------------------------------------------------------
@@ -192,6 +196,11 @@ def assignment_get_or_create(*, annotator: Annotator, now=None, rng: random.Rand
             )
         else:
             return current
+
+    cap = settings.MORALE_MAX_CONCURRENT_ANNOTATORS
+    # A soft cap (checked, not locked): two annotators arriving together may both pass it.
+    if cap and annotators_working_now(now=now) >= cap:
+        raise StudyFull(f"{cap} annotators are working right now")
 
     per_page = settings.MORALE_SCENARIOS_PER_PAGE
     capacity = settings.MORALE_JUDGMENTS_PER_SCENARIO

@@ -14,4 +14,6 @@ urlpatterns = [
     path("annotate/<int:assignment_id>/add/", views.add_scenario, name="add"),
     path("annotate/checks/", views.late_checks, name="late_checks"),
     path("finish/", views.finish, name="finish"),
+    path("enter/", views.crowd_entry, name="crowd_entry"),
+    path("accounts/signup/", views.signup, name="signup"),
 ]

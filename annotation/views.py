@@ -12,6 +12,8 @@ import uuid
 
 from django.conf import settings
 from django.contrib import messages
+from django.contrib.auth import login, logout
+from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
 from django.http import Http404, HttpRequest, HttpResponse
@@ -19,7 +21,7 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_http_methods
 
-from . import selectors, services
+from . import crowd, selectors, services
 from .models import Annotator, Assignment, Judgment
 
 SCORE_LABELS = [
@@ -109,6 +111,11 @@ def next_page(request: HttpRequest) -> HttpResponse:
         assignment = services.assignment_get_or_create(annotator=request.annotator)
     except services.AnnotatorNotActive:
         return render(request, "annotation/not_active.html", {"annotator": request.annotator}, status=403)
+    except services.StudyFull:
+        # 503 + Retry-After: a busy study, not an error of the participant's.
+        response = render(request, "annotation/study_full.html", status=503)
+        response["Retry-After"] = "60"
+        return response
     if assignment is None:
         return redirect("annotation:finish")
     if assignment.status == Assignment.Status.SUBMITTED:
@@ -342,13 +349,72 @@ def add_scenario(request: HttpRequest, assignment_id: int) -> HttpResponse:
 @annotator_required
 def finish(request: HttpRequest) -> HttpResponse:
     progress = selectors.annotator_progress(annotator=request.annotator)
+    show_code = request.annotator.platform != Annotator.Platform.LOCAL or bool(settings.MORALE_COMPLETION_CODE)
     return render(
         request,
         "annotation/finish.html",
         {
             "progress": progress,
+            "completion_code": crowd.completion_code_for(request.annotator) if show_code else None,
+            "completion_url": crowd.completion_url_for(request.annotator),
             "reconfirmed": Judgment.objects.filter(
                 annotator=request.annotator, phase=Judgment.Phase.RECONFIRMED
             ).count(),
         },
     )
+
+
+# --- entry without a password: crowd platforms and self-signup ------------------------------
+@require_http_methods(["GET"])
+def crowd_entry(request: HttpRequest) -> HttpResponse:
+    """``/enter/?PROLIFIC_PID=...`` or ``?workerId=...``: log the participant in, no sign-up."""
+    named = crowd.platform_from_query(request.GET)
+    if named is None:
+        return render(
+            request, "annotation/entry_refused.html",
+            {"reason": "This link is missing its participant id. Please open the study from Prolific or MTurk."},
+            status=400,
+        )
+    platform, participant_id = named
+    if platform == "mturk" and request.GET.get("assignmentId") == crowd.MTURK_PREVIEW_ASSIGNMENT:
+        # MTurk's preview before a worker accepts the HIT: show what the task is, create nothing.
+        return render(request, "annotation/entry_preview.html")
+    try:
+        annotator = crowd.crowd_annotator(
+            platform=platform, participant_id=participant_id, study_id=request.GET.get("STUDY_ID")
+        )
+    except crowd.CrowdEntryRefused as exc:
+        return render(request, "annotation/entry_refused.html", {"reason": str(exc)}, status=403)
+    if request.user.is_authenticated and request.user.pk != annotator.user_id:
+        logout(request)  # a shared browser: never continue someone else's session
+    if not request.user.is_authenticated:
+        login(request, annotator.user, backend="django.contrib.auth.backends.ModelBackend")
+    return redirect("annotation:start")
+
+
+class LoginView(auth_views.LoginView):
+    """Django's login page; links to the sign-up page when self-signup is on."""
+
+    template_name = "registration/login.html"
+
+    def get_context_data(self, **kwargs):
+        return {**super().get_context_data(**kwargs), "self_signup": settings.MORALE_SELF_SIGNUP}
+
+
+@require_http_methods(["GET", "POST"])
+def signup(request: HttpRequest) -> HttpResponse:
+    """Self-signup for annotator accounts, only when MORALE_SELF_SIGNUP is on."""
+    from django.contrib.auth.forms import UserCreationForm
+
+    if not settings.MORALE_SELF_SIGNUP:
+        raise Http404("Sign-up is closed: accounts are created by the research team.")
+    form = UserCreationForm(request.POST or None)
+    if request.method == "POST" and form.is_valid() and crowd.reserved_username(form.cleaned_data["username"]):
+        form.add_error("username", "Usernames starting with a platform name are reserved; please choose another.")
+    if request.method == "POST" and form.is_valid():
+        annotator = services.annotator_create(
+            username=form.cleaned_data["username"], password=form.cleaned_data["password1"]
+        )
+        login(request, annotator.user, backend="django.contrib.auth.backends.ModelBackend")
+        return redirect("annotation:start")
+    return render(request, "registration/signup.html", {"form": form}, status=400 if form.errors else 200)
