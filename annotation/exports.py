@@ -123,23 +123,27 @@ import csv
 import hashlib
 import io
 import json
+import logging
 import math
 import os
 import secrets
 import tempfile
 from collections import Counter, defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, fields
+from datetime import timedelta
 from datetime import timezone as dt_timezone
 from pathlib import Path
 
 from django.conf import settings
 from django.core.files import File
 from django.db import connection
-from django.db.models import Max
+from django.db.models import Max, Q
 from django.utils import timezone
 
 from .models import Annotator, Context, DatasetExport, Judgment, Scenario
+
+logger = logging.getLogger(__name__)
 
 FORMAT = "morale-export/1"
 FORMATS = ("jsonl", "csv", "parquet")
@@ -197,6 +201,8 @@ class ExportOptions:
     split_seed: str
     test_fraction: float
     chunk_size: int
+    # Only these contexts (e.g. the admin's "export selected contexts"); None: all.
+    context_ids: tuple[int, ...] | None = None
 
     @classmethod
     def from_settings(cls, **overrides) -> ExportOptions:
@@ -216,8 +222,11 @@ class ExportOptions:
             "split_seed": settings.MORALE_EXPORT_SPLIT_SEED,
             "test_fraction": settings.MORALE_EXPORT_TEST_FRACTION,
             "chunk_size": settings.MORALE_EXPORT_CHUNK_SIZE,
+            "context_ids": None,
         }
         values.update(overrides)
+        if isinstance(values["context_ids"], (list, set, frozenset)):
+            values["context_ids"] = tuple(sorted(values["context_ids"]))
         options = cls(**values)
         options.check()
         return options
@@ -240,6 +249,12 @@ class ExportOptions:
                 raise ValueError(f"{name} must be True or False, not {getattr(self, name)!r}")
         if not isinstance(self.split_seed, str):
             raise ValueError(f"split_seed must be text, not {self.split_seed!r}")
+        if self.context_ids is not None and (
+            not isinstance(self.context_ids, tuple)
+            or not self.context_ids
+            or any(isinstance(i, bool) or not isinstance(i, int) or i < 1 for i in self.context_ids)
+        ):
+            raise ValueError("context_ids must be a non-empty list of context ids, or None for all contexts")
 
 
 # --- split and aggregates (pure functions) ---------------------------------------------------
@@ -411,6 +426,36 @@ def _scenario_judgments(rows: list, *, is_canary: bool, options: ExportOptions, 
     return entries
 
 
+def _context_chunks(options: ExportOptions, marks: dict, max_params: int) -> Iterator[list[tuple]]:
+    """The contexts to export, ``chunk_size`` rows at a time, in id order (keyset pagination)."""
+    base = Context.objects.filter(pk__lte=marks["context_id"]).order_by("pk")
+    if options.context_ids is not None:
+        size = min(options.chunk_size, max_params)
+        for start in range(0, len(options.context_ids), size):
+            rows = list(base.filter(pk__in=options.context_ids[start : start + size]).values_list(*_CONTEXT_COLUMNS))
+            if rows:
+                yield rows
+        return
+    last_id = 0
+    while True:
+        rows = list(base.filter(pk__gt=last_id).values_list(*_CONTEXT_COLUMNS)[: options.chunk_size])
+        if not rows:
+            return
+        yield rows
+        last_id = rows[-1][0]
+
+
+def export_context_total(options: ExportOptions, marks: dict) -> int:
+    """How many contexts an export will read (the denominator of its progress)."""
+    base = Context.objects.filter(pk__lte=marks["context_id"])
+    if options.context_ids is None:
+        return base.count()
+    return sum(
+        base.filter(pk__in=options.context_ids[start : start + 900]).count()
+        for start in range(0, len(options.context_ids), 900)
+    )
+
+
 def iter_records(options: ExportOptions, *, marks: dict | None = None, tally: _Tally | None = None) -> Iterator[dict]:
     """The export's records (one dict per context, the JSONL line), streamed in chunks.
 
@@ -423,19 +468,14 @@ def iter_records(options: ExportOptions, *, marks: dict | None = None, tally: _T
     tally = tally if tally is not None else _Tally()
     annotator_cache = _AnnotatorCache()
     batch = max(1, (connection.features.max_query_params or 5000) - 10)  # ids per IN (...): SQLite 999
-    last_id = 0
-    while True:
-        contexts = list(
-            Context.objects.filter(pk__gt=last_id, pk__lte=marks["context_id"])
-            .order_by("pk")
-            .values_list(*_CONTEXT_COLUMNS)[: options.chunk_size]
-        )
-        if not contexts:
-            return
+    for contexts in _context_chunks(options, marks, batch):
         low, last_id = contexts[0][0], contexts[-1][0]
+        in_chunk = Q(context_id__gte=low, context_id__lte=last_id)
+        if options.context_ids is not None:  # a selection: the id range may hold others
+            in_chunk &= Q(context_id__in=[c[0] for c in contexts])
         scenarios_by_context = defaultdict(list)
         for s in (
-            Scenario.objects.filter(context_id__gte=low, context_id__lte=last_id, pk__lte=marks["scenario_id"])
+            Scenario.objects.filter(in_chunk, pk__lte=marks["scenario_id"])
             .order_by("context_id", "pk")
             .values_list(*_SCENARIO_COLUMNS)
         ):
@@ -749,17 +789,29 @@ class WriteResult:
     marks: dict
 
 
-def export_write(out, *, fmt: str, options: ExportOptions) -> WriteResult:
-    """Stream the export in format ``fmt`` into the binary file ``out``; return hash and counts."""
+def export_write(
+    out, *, fmt: str, options: ExportOptions, marks: dict | None = None, progress: Callable[[int], None] | None = None
+) -> WriteResult:
+    """Stream the export in format ``fmt`` into the binary file ``out``; return hash and counts.
+
+    ``progress``, if given, is called with the number of contexts read so far, about once
+    per chunk and once at the end.
+    """
     if fmt not in _WRITERS:
         raise ValueError(f"format must be one of {', '.join(FORMATS)}, not {fmt!r}")
     sink = _HashingSink(out)
     tally = _Tally()
-    marks = high_water_marks()
+    marks = marks or high_water_marks()
     writer = _WRITERS[fmt](sink, options)
+    reported = 0
     for record in iter_records(options, marks=marks, tally=tally):
         writer.write(record)
+        if progress is not None and tally.read["contexts"] - reported >= options.chunk_size:
+            reported = tally.read["contexts"]
+            progress(reported)
     writer.close()
+    if progress is not None:
+        progress(tally.read["contexts"])
     out.flush()
     return WriteResult(sha256=sink.sha256.hexdigest(), size_bytes=sink.size, counts=tally.as_dict(), marks=marks)
 
@@ -773,44 +825,160 @@ class _MovableFile(File):
 
 
 def dataset_export_create(*, fmt: str, created_by=None, **filter_overrides) -> DatasetExport:
-    """Write a dataset export in format ``fmt`` ("jsonl", "csv", "parquet") and record it.
+    """Write a dataset export in format ``fmt`` ("jsonl", "csv", "parquet") now, and record it.
 
     ``filter_overrides`` are ``ExportOptions`` fields (``source``, ``max_sd``,
     ``include_screened``, ``include_canaries``, ``split_seed``, ``test_fraction``,
-    ``chunk_size``); the rest come from settings. The record is saved first with status
-    ``running`` (visible in the admin while the file is written; not one transaction on
-    purpose: a long transaction would hold SQLite's write lock). The file is written to a
-    temporary file, hashed on the way, then moved into storage under ``exports/``. On any
-    error the record is marked ``failed`` with the reason, no file is left in storage, and
-    ``ExportFailed`` (carrying the record) is raised from the original error.
-    Bad arguments raise ValueError / TypeError before anything is written.
+    ``chunk_size``, ``context_ids``); the rest come from settings. The record is saved
+    first with status ``running`` (visible in the admin while the file is written; not one
+    transaction on purpose: a long transaction would hold SQLite's write lock). The file is
+    written to a temporary file, hashed on the way, then moved into storage under
+    ``exports/``. On any error the record is marked ``failed`` with the reason, no file is
+    left in storage, and ``ExportFailed`` (carrying the record) is raised from the original
+    error. Bad arguments raise ValueError / TypeError before anything is written.
+
+    Web requests use ``dataset_export_queue`` instead: the same work in a worker.
     """
+    export = _new_export(fmt, created_by, filter_overrides, status=DatasetExport.Status.RUNNING)
+    _write_export(export)
+    return export
+
+
+def dataset_export_queue(*, fmt: str, created_by=None, **filter_overrides) -> DatasetExport:
+    """Record an export as ``queued`` and hand it to a worker (task ``annotation.export_dataset``).
+
+    Returns at once; the record shows progress (``progress_done`` / ``progress_total``
+    contexts) and ends ``done`` with its file or ``failed`` with the reason. The task is
+    sent after the transaction commits; if the broker is down the record stays queued and
+    the periodic ``annotation.resume_exports`` sends it again. Bad arguments raise
+    ValueError / TypeError and record nothing.
+    """
+    from django.db import transaction
+
+    from . import tasks
+
+    export = _new_export(fmt, created_by, filter_overrides, status=DatasetExport.Status.QUEUED)
+    transaction.on_commit(lambda: _send_export_task(tasks.export_dataset, export.pk))
+    return export
+
+
+def _send_export_task(task, export_id: int) -> None:
+    try:
+        task.delay(export_id)
+    except Exception as exc:  # broker down: the record stays queued; resume_exports re-sends
+        logger.warning("could not queue export #%s (%s); it will be re-sent", export_id, exc)
+
+
+def _stale_before():
+    return timezone.now() - timedelta(minutes=settings.MORALE_EXPORT_STALE_MINUTES)
+
+
+def dataset_export_claim(export_id: int) -> DatasetExport | None:
+    """Take an export for writing: a queued one, or a running one whose worker died (no
+    heartbeat for ``MORALE_EXPORT_STALE_MINUTES``). One conditional UPDATE, so two workers
+    given the same id never both write it. None: nothing to do (done, failed, or alive).
+    """
+    now = timezone.now()
+    claimable = Q(status=DatasetExport.Status.QUEUED) | Q(
+        status=DatasetExport.Status.RUNNING, heartbeat_at__lt=_stale_before()
+    )
+    taken = DatasetExport.objects.filter(claimable, pk=export_id).update(
+        status=DatasetExport.Status.RUNNING, heartbeat_at=now, progress_done=0
+    )
+    return DatasetExport.objects.get(pk=export_id) if taken else None
+
+
+def dataset_export_run(export_id: int) -> DatasetExport | None:
+    """Write a queued export (the body of task ``annotation.export_dataset``); idempotent.
+
+    Returns the finished record, or None when there was nothing to claim. Failures are
+    recorded on the export (status ``failed``, reason in ``error``) and not raised: the
+    task must not be retried for a bad export.
+    """
+    export = dataset_export_claim(export_id)
+    if export is None:
+        return None
+    try:
+        _write_export(export)
+    except ExportFailed:
+        logger.exception("export #%s failed", export_id)
+    return export
+
+
+def exports_resume() -> int:
+    """Re-send queued exports older than a minute and running ones whose worker died."""
+    from . import tasks
+
+    cutoff = timezone.now() - timedelta(minutes=1)
+    ids = list(
+        DatasetExport.objects.filter(
+            Q(status=DatasetExport.Status.QUEUED, created_at__lt=cutoff)
+            | Q(status=DatasetExport.Status.RUNNING, heartbeat_at__lt=_stale_before())
+        ).values_list("pk", flat=True)
+    )
+    for export_id in ids:
+        _send_export_task(tasks.export_dataset, export_id)
+    return len(ids)
+
+
+def _new_export(fmt: str, created_by, filter_overrides: dict, *, status: str) -> DatasetExport:
     if fmt not in FORMATS:
         raise ValueError(f"format must be one of {', '.join(FORMATS)}, not {fmt!r}")
     options = ExportOptions.from_settings(**filter_overrides)
     export = DatasetExport(
-        format=fmt, format_version=FORMAT, options=asdict(options), created_by=created_by, status=DatasetExport.Status.RUNNING
+        format=fmt,
+        format_version=FORMAT,
+        options=_options_json(options),
+        created_by=created_by,
+        status=status,
+        heartbeat_at=timezone.now() if status == DatasetExport.Status.RUNNING else None,
     )
     export.full_clean()
     export.save()
+    return export
 
+
+def _options_json(options: ExportOptions) -> dict:
+    """The options as stored in the record (JSON: the selection as a list)."""
+    data = asdict(options)
+    if data["context_ids"] is not None:
+        data["context_ids"] = list(data["context_ids"])
+    return data
+
+
+def _options_of(export: DatasetExport) -> ExportOptions:
+    recorded = {k: v for k, v in export.options.items() if k in {f.name for f in fields(ExportOptions)}}
+    return ExportOptions.from_settings(**recorded)
+
+
+def _write_export(export: DatasetExport) -> None:
+    """Write ``export``'s file from its recorded options; mark it done, or failed and raise."""
     tmp_path = stored_name = None
     try:
-        with tempfile.NamedTemporaryFile(prefix="morale-export-", suffix=f".{fmt}", delete=False) as tmp:
+        options = _options_of(export)
+        marks = high_water_marks()
+        total = export_context_total(options, marks)
+        DatasetExport.objects.filter(pk=export.pk).update(progress_total=total, heartbeat_at=timezone.now())
+        export.progress_total = total
+
+        def progress(done: int) -> None:
+            export.progress_done = done
+            DatasetExport.objects.filter(pk=export.pk).update(progress_done=done, heartbeat_at=timezone.now())
+
+        with tempfile.NamedTemporaryFile(prefix="morale-export-", suffix=f".{export.format}", delete=False) as tmp:
             tmp_path = tmp.name
-            result = export_write(tmp, fmt=fmt, options=options)
-        name = f"morale-export-{timezone.now():%Y%m%d-%H%M%S}-{export.pk}-{secrets.token_hex(8)}.{fmt}"
+            result = export_write(tmp, fmt=export.format, options=options, marks=marks, progress=progress)
+        name = f"morale-export-{timezone.now():%Y%m%d-%H%M%S}-{export.pk}-{secrets.token_hex(8)}.{export.format}"
         with open(tmp_path, "rb") as finished:
             export.file.save(name, _MovableFile(finished, name=name), save=False)
         stored_name = export.file.name
         export.sha256 = result.sha256
         export.size_bytes = result.size_bytes
         export.counts = result.counts
-        export.options = {**asdict(options), "format": FORMAT, "high_water": result.marks}
+        export.options = {**_options_json(options), "format": FORMAT, "high_water": result.marks}
         export.status = DatasetExport.Status.DONE
         export.finished_at = timezone.now()
         export.save()
-        return export
     except Exception as exc:
         if stored_name:
             try:

@@ -384,6 +384,15 @@ class Judgment(models.Model):
         super().save(*args, **kwargs)
 
 
+class Disagreement(Judgment):
+    """Initial judgments at least MORALE_DISAGREEMENT_THRESHOLD away from the model's score:
+    the ones that triggered a grounding check. A proxy for the researchers' admin list."""
+
+    class Meta:
+        proxy = True
+        ordering = ["-id"]
+
+
 class DatasetExport(models.Model):
     """One dataset export file and how it was made (see ``annotation.exports``).
 
@@ -415,6 +424,9 @@ class DatasetExport(models.Model):
     # Background exports (admin, API) report progress in contexts written so far.
     progress_done = models.PositiveIntegerField(default=0)
     progress_total = models.PositiveIntegerField(null=True, blank=True)
+    # Bumped with every chunk written: a running export whose heartbeat is older than
+    # MORALE_EXPORT_STALE_MINUTES lost its worker and may be taken over (exports.py).
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="dataset_exports"
     )

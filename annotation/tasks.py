@@ -9,3 +9,20 @@ from . import services
 def expire_assignments() -> int:
     """Periodic: mark pages past their time as expired (their slots lapsed already)."""
     return services.assignments_expire()
+
+
+@shared_task(name="annotation.export_dataset", acks_late=True)
+def export_dataset(export_id: int) -> None:
+    """Write a queued dataset export (admin, API). Idempotent: a repeated or redelivered
+    message finds the export claimed or finished and does nothing."""
+    from .exports import dataset_export_run
+
+    dataset_export_run(export_id)
+
+
+@shared_task(name="annotation.resume_exports", acks_late=True, soft_time_limit=60, time_limit=120)
+def resume_exports() -> int:
+    """Periodic: re-send exports left queued (broker was down) or orphaned by a dead worker."""
+    from .exports import exports_resume
+
+    return exports_resume()

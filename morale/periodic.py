@@ -11,6 +11,7 @@ PERIODIC_TASKS = [
     ("Re-queue scenarios without a current-model score", "modelloop.sweep_unscored",
      lambda: settings.MORALE_SWEEP_INTERVAL_SECONDS),
     ("Expire abandoned assignment pages", "annotation.expire_assignments", lambda: 300),
+    ("Re-send queued or orphaned dataset exports", "annotation.resume_exports", lambda: 120),
     ("Retrain the ranking head on a fresh export (gated promotion)", "training.retrain",
      lambda: settings.MORALE_RETRAIN_INTERVAL_HOURS * 3600),
 ]

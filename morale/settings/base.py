@@ -219,6 +219,8 @@ MORALE_EXPORT_INCLUDE_SCREENED = env.bool("MORALE_EXPORT_INCLUDE_SCREENED", defa
 MORALE_EXPORT_INCLUDE_CANARIES = env.bool("MORALE_EXPORT_INCLUDE_CANARIES", default=False)
 # Contexts read per round trip; memory use is bounded by this, not by the data size.
 MORALE_EXPORT_CHUNK_SIZE = env.int("MORALE_EXPORT_CHUNK_SIZE", default=500)
+# A background export whose worker wrote nothing for this long is taken over by another.
+MORALE_EXPORT_STALE_MINUTES = env.int("MORALE_EXPORT_STALE_MINUTES", default=10)
 
 # --- Training ----------------------------------------------------------------------------
 # Gate: a new head becomes current only if, on the same test lists, its NDCG@5 is at least
@@ -248,8 +250,16 @@ MORALE_SCREEN_MIN_JUDGMENTS = env.int("MORALE_SCREEN_MIN_JUDGMENTS", default=15)
 MORALE_SCREEN_MIN_CORRELATION = env.float("MORALE_SCREEN_MIN_CORRELATION", default=0.3)
 # ... and a score variance whose robust z-score (median/MAD over annotators) exceeds this.
 MORALE_SCREEN_VARIANCE_Z = env.float("MORALE_SCREEN_VARIANCE_Z", default=3.5)
+# ... and straight-lining: the same score on every scenario of more than this share of
+# the annotator's pages (pages with at least two scenarios).
+MORALE_SCREEN_STRAIGHT_LINE_SHARE = env.float("MORALE_SCREEN_STRAIGHT_LINE_SHARE", default=0.5)
 # How often celery beat recomputes the quality flags.
 MORALE_QUALITY_INTERVAL_SECONDS = env.int("MORALE_QUALITY_INTERVAL_SECONDS", default=600)
+# Analysis (annotation/analysis.py): where the text-only labels -1, 0, +1 sit on the 1-5
+# scale when judgment shifts are counted (paper, table 2 / fig. 6).
+MORALE_TEXT_LABEL_SCORES = env.list("MORALE_TEXT_LABEL_SCORES", cast=float, default=[1.0, 3.0, 5.0])
+# Seconds the researchers' dashboard (/research/) keeps its figures before recomputing.
+MORALE_DASHBOARD_CACHE_SECONDS = env.int("MORALE_DASHBOARD_CACHE_SECONDS", default=60)
 
 # --- Crowd platforms and sign-up -------------------------------------------------------
 # Platforms whose entry URL (/enter/?PROLIFIC_PID=... or ?workerId=...) creates annotators
