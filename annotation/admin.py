@@ -1,15 +1,39 @@
-"""Admin for researchers: browse contexts, scenarios, annotators, assignments, judgments.
+"""Admin for researchers: contexts, scenarios, annotators, assignments, judgments,
+disagreements and exports, with the study's bulk actions.
 
-Judgments are append-only, so the admin shows them read-only.
+Researchers are staff users in the "researcher" group (annotation.roles); annotators are
+never staff and never reach it. Judgments are append-only, so the admin shows them
+read-only; annotator status changes go through actions that record who and why.
 """
 
-from django.contrib import admin, messages
-from django.core.exceptions import ValidationError
-from django import forms
+from pathlib import PurePosixPath
 
-from . import services
+from django import forms
+from django.conf import settings
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db.models import Count, Q
+from django.http import FileResponse, Http404
+from django.shortcuts import redirect, render
+from django.urls import path, reverse
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import mark_safe
+
+from modelloop import services as modelloop_services
+
+from . import crowd, exports, services
 from .images import check_image_upload
-from .models import Annotator, Assignment, AssignmentItem, Context, Judgment, Scenario
+from .models import (
+    Annotator,
+    AnnotatorScreening,
+    Assignment,
+    AssignmentItem,
+    Context,
+    DatasetExport,
+    Disagreement,
+    Judgment,
+    Scenario,
+)
 
 
 class ContextAdminForm(forms.ModelForm):
@@ -45,11 +69,32 @@ class ScenarioInline(admin.TabularInline):
 @admin.register(Context)
 class ContextAdmin(admin.ModelAdmin):
     form = ContextAdminForm
-    list_display = ["id", "setting", "image_origin", "image_unreliable", "is_active", "judgment_count", "created_at"]
-    list_filter = ["image_origin", "image_unreliable", "is_active"]
-    search_fields = ["setting", "source"]
-    readonly_fields = ["image_sha256", "judgment_count"]
+    list_display = ["id", "setting", "external_id", "image_origin", "image_unreliable", "is_active", "judgment_count", "import_batch", "created_at"]
+    list_filter = ["image_origin", "image_unreliable", "is_active", ("import_batch", admin.RelatedOnlyFieldListFilter)]
+    search_fields = ["setting", "source", "=external_id"]
+    list_select_related = ["import_batch"]
+    readonly_fields = ["image_sha256", "judgment_count", "external_id", "import_batch"]
     inlines = [ScenarioInline]
+    actions = ["export_selected", "deactivate", "activate"]
+
+    @admin.action(description="Export the selected contexts (JSON Lines, in the background)", permissions=["export"])
+    def export_selected(self, request, queryset):
+        export = exports.dataset_export_queue(
+            fmt="jsonl", created_by=request.user, context_ids=list(queryset.values_list("pk", flat=True))
+        )
+        url = reverse("admin:annotation_datasetexport_change", args=[export.pk])
+        messages.success(request, format_html('Export #{} is queued: <a href="{}">follow its progress</a>.', export.pk, url))
+
+    def has_export_permission(self, request):
+        return request.user.has_perm("annotation.add_datasetexport")
+
+    @admin.action(description="Stop giving out the selected contexts", permissions=["change"])
+    def deactivate(self, request, queryset):
+        messages.success(request, f"{queryset.update(is_active=False)} context(s) will no longer be given out.")
+
+    @admin.action(description="Give out the selected contexts again", permissions=["change"])
+    def activate(self, request, queryset):
+        messages.success(request, f"{queryset.update(is_active=True)} context(s) are given out again.")
 
 
 @admin.register(Scenario)
@@ -60,6 +105,25 @@ class ScenarioAdmin(admin.ModelAdmin):
     list_select_related = ["context"]
     raw_id_fields = ["context", "author", "prompted_by"]
     readonly_fields = ["judgment_count"]
+    actions = ["retire", "unretire", "rescore"]
+
+    @admin.action(description="Retire the selected scenarios (their judgments stay)", permissions=["change"])
+    def retire(self, request, queryset):
+        changed = services.scenarios_set_retired(scenario_ids=queryset.values_list("pk", flat=True), retired=True)
+        messages.success(request, f"{changed} scenario(s) retired: no new page will show them.")
+
+    @admin.action(description="Bring the selected scenarios back", permissions=["change"])
+    def unretire(self, request, queryset):
+        changed = services.scenarios_set_retired(scenario_ids=queryset.values_list("pk", flat=True), retired=False)
+        messages.success(request, f"{changed} scenario(s) are given out again.")
+
+    @admin.action(description="Re-score the selected scenarios with the current model", permissions=["change"])
+    def rescore(self, request, queryset):
+        queued = modelloop_services.scenarios_rescore(scenario_ids=queryset.values_list("pk", flat=True))
+        if queued:
+            messages.success(request, f"{queued} scenario(s) queued for scoring by the current model.")
+        else:
+            messages.error(request, "There is no current model version to score with.")
 
     def save_model(self, request, obj, form, change):
         if change:
@@ -81,12 +145,109 @@ class ScenarioAdmin(admin.ModelAdmin):
         obj.pk = created.pk
 
 
+class ScreeningInline(admin.TabularInline):
+    """The annotator's status history (append-only)."""
+
+    model = AnnotatorScreening
+    fk_name = "annotator"
+    fields = readonly_fields = ["created_at", "action", "reasons", "decided_by"]
+    extra = 0
+    can_delete = False
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
+class QualityFlagFilter(admin.SimpleListFilter):
+    title = "quality flags"
+    parameter_name = "flagged"
+
+    def lookups(self, request, model_admin):
+        return [("yes", "flagged"), ("no", "not flagged")]
+
+    def queryset(self, request, queryset):
+        # Annotators without flags have quality {} or {"flags": []}.
+        flagged = Q(quality__has_key="flags") & ~Q(quality__flags=[])
+        if self.value() == "yes":
+            return queryset.filter(flagged)
+        if self.value() == "no":
+            return queryset.exclude(flagged)
+        return queryset
+
+
 @admin.register(Annotator)
 class AnnotatorAdmin(admin.ModelAdmin):
-    list_display = ["user", "public_id", "status", "consent_version", "consented_at", "created_at"]
-    list_filter = ["status", "consent_version"]
-    search_fields = ["user__username", "public_id"]
-    readonly_fields = ["public_id", "consent_version", "consented_at"]
+    """Annotators by pseudonymous id, with their quality flags; status changes go through
+    the actions, which write the history (annotation.quality)."""
+
+    list_display = ["user", "public_id", "platform", "status", "flags", "canary_pass_rate", "judgments", "quality_checked_at"]
+    list_filter = ["status", "platform", QualityFlagFilter, "consent_version"]
+    search_fields = ["user__username", "=public_id", "=platform_participant_id"]
+    list_select_related = ["user"]
+    fields = readonly_fields = [
+        "user", "public_id", "platform", "platform_participant_id", "completion_code", "status", "status_reason",
+        "flags", "quality", "quality_checked_at", "consent_version", "consented_at", "created_at",
+    ]
+    inlines = [ScreeningInline]
+    actions = ["screen_out", "pause", "reinstate"]
+
+    def has_add_permission(self, request):
+        return False  # annotators sign in (or enter from a crowd platform); researchers do not make them
+
+    def has_delete_permission(self, request, obj=None):
+        return False  # their judgments reference them
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).annotate(judgment_total=Count("judgments"))
+
+    @admin.display(description="judgments", ordering="judgment_total")
+    def judgments(self, obj):
+        return obj.judgment_total
+
+    @admin.display(description="flags")
+    def flags(self, obj):
+        flags = (obj.quality or {}).get("flags") or []
+        if not flags:
+            return "-"
+        return format_html_join(mark_safe("<br>"), "<strong>{}</strong>: {}", ((f.get("code", ""), f.get("message", "")) for f in flags))
+
+    @admin.display(description="canary pass rate")
+    def canary_pass_rate(self, obj):
+        rate = ((obj.quality or {}).get("stats") or {}).get("canary_pass_rate")
+        return "-" if rate is None else f"{rate:.0%}"
+
+    @admin.display(description="completion code")
+    def completion_code(self, obj):
+        return crowd.completion_code_for(obj)
+
+    def _change_status(self, request, queryset, action: str, done: str):
+        from . import quality
+
+        changed = 0
+        for annotator in queryset:
+            if action == "reinstate":
+                changed += bool(quality.annotator_reinstate(annotator, by=request.user, note=f"lifted in the admin by {request.user}"))
+            else:
+                reasons = [f.get("message", f.get("code", "")) for f in (annotator.quality or {}).get("flags") or []]
+                reasons = reasons or [f"decided in the admin by {request.user}"]
+                call = quality.annotator_screen_out if action == "screen_out" else quality.annotator_pause
+                changed += bool(call(annotator, by=request.user, reasons=reasons))
+        messages.success(request, f"{changed} annotator(s) {done}; {queryset.count() - changed} already were.")
+
+    @admin.action(description="Screen out the selected annotators (confirms their flags; exports drop their judgments)", permissions=["change"])
+    def screen_out(self, request, queryset):
+        self._change_status(request, queryset, "screen_out", "screened out")
+
+    @admin.action(description="Pause the selected annotators (no new pages)", permissions=["change"])
+    def pause(self, request, queryset):
+        self._change_status(request, queryset, "pause", "paused")
+
+    @admin.action(description="Lift the screening / pause of the selected annotators", permissions=["change"])
+    def reinstate(self, request, queryset):
+        self._change_status(request, queryset, "reinstate", "reinstated")
 
 
 class AssignmentItemInline(admin.TabularInline):
@@ -107,10 +268,13 @@ class AssignmentAdmin(admin.ModelAdmin):
 
 @admin.register(Judgment)
 class JudgmentAdmin(admin.ModelAdmin):
-    list_display = ["id", "annotator", "scenario", "score", "modality", "phase", "model_score", "delta", "canary_passed", "created_at"]
-    list_filter = ["phase", "modality", "score", "canary_passed"]
-    search_fields = ["scenario__text", "annotator__user__username"]
+    list_display = ["id", "annotator", "scenario", "score", "modality", "phase", "model_score", "delta", "canary_passed", "seconds_spent", "created_at"]
+    list_filter = ["phase", "modality", "score", "canary_passed", ("model_version", admin.RelatedOnlyFieldListFilter), "annotator__status"]
+    search_fields = ["scenario__text", "annotator__user__username", "=annotator__public_id"]
     list_select_related = ["annotator__user", "scenario"]
+    raw_id_fields = ["annotator", "scenario", "assignment", "revises", "model_version"]
+    date_hierarchy = "created_at"
+    show_full_result_count = False  # no COUNT(*) over every judgment on each page
 
     def has_change_permission(self, request, obj=None):
         return False  # append-only
@@ -122,31 +286,106 @@ class JudgmentAdmin(admin.ModelAdmin):
         return False
 
 
+@admin.register(Disagreement)
+class DisagreementAdmin(JudgmentAdmin):
+    """Initial judgments at least MORALE_DISAGREEMENT_THRESHOLD from the model's score, with
+    what the annotator answered at the grounding check."""
+
+    list_display = ["id", "annotator", "scenario", "score", "model_score", "delta", "modality", "check_answer", "model_version", "created_at"]
+    list_filter = ["modality", "score", ("model_version", admin.RelatedOnlyFieldListFilter)]
+    list_select_related = ["annotator__user", "scenario", "model_version", "reconfirmation"]
+
+    def get_queryset(self, request):
+        return (
+            super()
+            .get_queryset(request)
+            .filter(phase=Judgment.Phase.INITIAL, delta__gte=settings.MORALE_DISAGREEMENT_THRESHOLD)
+        )
+
+    @admin.display(description="at the check")
+    def check_answer(self, obj):
+        try:
+            again = obj.reconfirmation
+        except Judgment.DoesNotExist:
+            return "not answered yet"
+        if again.score == obj.score and again.modality == obj.modality:
+            return "kept"
+        return f"revised to {again.score} ({again.modality})"
+
+
 # --- Dataset exports (annotation.exports) ---------------------------------------------------
-# Records are written by annotation.exports.dataset_export_create (manage.py export_dataset);
-# the admin only shows them. The file is downloaded through a staff-only admin view.
-from pathlib import PurePosixPath  # noqa: E402
+# "Add" queues an export that a worker writes (annotation.exports.dataset_export_queue);
+# manage.py export_dataset writes one directly. Records are read-only here, and files are
+# downloaded through a staff-only admin view, never from public media.
 
-from django.core.exceptions import PermissionDenied  # noqa: E402
-from django.http import FileResponse, Http404  # noqa: E402
-from django.urls import path, reverse  # noqa: E402
-from django.utils.html import format_html  # noqa: E402
 
-from .models import DatasetExport  # noqa: E402
+class NewExportForm(forms.Form):
+    """The filters of ``annotation.exports.ExportOptions``, defaults from the settings."""
+
+    format = forms.ChoiceField(choices=DatasetExport.Format.choices)
+    source = forms.ChoiceField(
+        choices=[("reconfirmed", "after grounding checks (reconfirmed where answered)"), ("initial", "first answers only")],
+        initial=lambda: settings.MORALE_EXPORT_SOURCE,
+    )
+    max_sd = forms.FloatField(
+        required=False, min_value=0, initial=lambda: settings.MORALE_EXPORT_MAX_SD,
+        help_text="Drop scenarios whose judgments' sd is above this (paper: 1.2). Empty: keep all.",
+    )
+    include_screened = forms.BooleanField(required=False, initial=lambda: settings.MORALE_EXPORT_INCLUDE_SCREENED)
+    include_canaries = forms.BooleanField(required=False, initial=lambda: settings.MORALE_EXPORT_INCLUDE_CANARIES)
+
+    def export_arguments(self) -> dict:
+        data = dict(self.cleaned_data)
+        return {"fmt": data.pop("format"), **data}
 
 
 @admin.register(DatasetExport)
 class DatasetExportAdmin(admin.ModelAdmin):
-    list_display = ["id", "format", "status", "exported", "created_by", "created_at", "finished_at", "download"]
+    list_display = ["id", "format", "status", "progress", "exported", "created_by", "created_at", "finished_at", "download"]
     list_filter = ["format", "status"]
     list_select_related = ["created_by"]
     fields = readonly_fields = [
-        "download", "format", "format_version", "status", "error", "sha256", "size_bytes",
+        "download", "format", "format_version", "status", "progress", "error", "sha256", "size_bytes",
         "counts", "options", "created_by", "created_at", "finished_at",
     ]
+    # The change list reloads itself while an export is queued or running (template).
+    change_list_template = "admin/annotation/datasetexport/change_list.html"
+    change_form_template = "admin/annotation/datasetexport/change_form.html"
 
-    def has_add_permission(self, request):
-        return False  # made by manage.py export_dataset / annotation.exports
+    def add_view(self, request, form_url="", extra_context=None):
+        """"Add" queues a new export with the chosen filters; a worker writes it."""
+        if not self.has_add_permission(request):
+            raise PermissionDenied
+        form = NewExportForm(request.POST or None)
+        if request.method == "POST" and form.is_valid():
+            export = exports.dataset_export_queue(created_by=request.user, **form.export_arguments())
+            messages.success(request, f"Export #{export.pk} is queued; this page shows its progress.")
+            return redirect("admin:annotation_datasetexport_change", export.pk)
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.model._meta,
+            "title": "New dataset export",
+            "form": form,
+        }
+        return render(request, "admin/annotation/datasetexport/new_export.html", context)
+
+    def changelist_view(self, request, extra_context=None):
+        busy = DatasetExport.objects.filter(status__in=[DatasetExport.Status.QUEUED, DatasetExport.Status.RUNNING]).exists()
+        return super().changelist_view(request, {**(extra_context or {}), "refresh_seconds": 5 if busy else None})
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        busy = DatasetExport.objects.filter(
+            pk=object_id, status__in=[DatasetExport.Status.QUEUED, DatasetExport.Status.RUNNING]
+        ).exists()
+        return super().change_view(request, object_id, form_url, {**(extra_context or {}), "refresh_seconds": 3 if busy else None})
+
+    @admin.display(description="progress")
+    def progress(self, obj):
+        if obj.status == DatasetExport.Status.QUEUED:
+            return "waiting for a worker"
+        if not obj.progress_total:
+            return "-" if obj.status != DatasetExport.Status.RUNNING else "starting"
+        return f"{obj.progress_done} / {obj.progress_total} contexts ({obj.progress_done / obj.progress_total:.0%})"
 
     def has_change_permission(self, request, obj=None):
         return False

@@ -524,3 +524,10 @@ def scenario_add_by_annotator(*, annotator: Annotator, assignment_id: int, text:
         )
         assignment_complete(annotator=annotator, assignment_id=assignment.pk)
     return scenario
+
+
+# --- researchers' bulk actions (admin, API) ----------------------------------------------------
+def scenarios_set_retired(*, scenario_ids, retired: bool = True) -> int:
+    """Retire scenarios (no new pages show them; their judgments stay and are exported) or
+    bring them back. Returns how many changed."""
+    return Scenario.objects.filter(pk__in=list(scenario_ids)).exclude(is_retired=retired).update(is_retired=retired)

@@ -584,6 +584,23 @@ def _enqueue_for_version(version: ModelVersion, scenario_ids: Sequence[int]) -> 
     scoring_enqueue(scenario_ids=[i for i in scenario_ids if i not in cached], model_version_id=version.pk)
 
 
+@transaction.atomic
+def scenarios_rescore(*, scenario_ids: Sequence[int]) -> int:
+    """Score these scenarios again with the current version (admin action, API).
+
+    Drops the current version's predictions of them (failed ones included) and queues
+    them once the transaction commits; until a worker has scored them, grounding checks on
+    them wait as for a new scenario. Returns how many were queued (0: no current version).
+    """
+    version = model_version_current_or_none()
+    ids = sorted(set(scenario_ids))
+    if version is None or not ids:
+        return 0
+    Prediction.objects.filter(model_version=version, scenario_id__in=ids).delete()
+    _enqueue_for_version(version, ids)
+    return len(ids)
+
+
 def unscored_sweep(*, limit: int = 5000) -> int:
     """Re-queue scenarios that the current version has not scored (e.g. the broker was down)."""
     version = model_version_current_or_none()
