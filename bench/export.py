@@ -166,10 +166,13 @@ def phase_fill(scale: int) -> dict:
     ts = now.isoformat()
     users = [(i, "!", "f", f"bench-export-{i}", "", "", "", "f", "t", ts) for i in range(1, n_annotators + 1)]
     statuses = ["screened_out" if rng.random() < 0.02 else "active" for _ in range(n_annotators)]
-    annotators = [(i, uuid.uuid4(), "2026-11-v1", ts, statuses[i - 1], ts, i) for i in range(1, n_annotators + 1)]
+    annotators = [
+        (i, uuid.uuid4(), "2026-11-v1", ts, statuses[i - 1], "", "local", "", "{}", ts, i)
+        for i in range(1, n_annotators + 1)
+    ]
     contexts = [
         (i, "contexts/bench.png", image_sha, f"synthetic setting {i}", "bench", rng.choice(["real", "generated"]),
-         "t" if rng.random() < 0.03 else "f", "t", 0, ts)
+         "t" if rng.random() < 0.03 else "f", "t", "", 0, ts)
         for i in range(1, n_ctx + 1)
     ]
     per_context = [3] * n_ctx
@@ -218,9 +221,11 @@ def phase_fill(scale: int) -> dict:
         _copy(cur, "auth_user", ["id", "password", "is_superuser", "username", "first_name", "last_name", "email",
                                  "is_staff", "is_active", "date_joined"], users)
         _copy(cur, "annotation_annotator", ["id", "public_id", "consent_version", "consented_at", "status",
+                                            "status_reason", "platform", "platform_participant_id", "quality",
                                             "created_at", "user_id"], annotators)
         _copy(cur, "annotation_context", ["id", "image", "image_sha256", "setting", "source", "image_origin",
-                                          "image_unreliable", "is_active", "judgment_count", "created_at"], contexts)
+                                          "image_unreliable", "is_active", "external_id", "judgment_count",
+                                          "created_at"], contexts)
         _copy(cur, "annotation_scenario", ["id", "context_id", "text", "origin", "text_only_label", "is_canary",
                                            "canary_min_score", "canary_max_score", "is_retired", "judgment_count",
                                            "created_at"], scenarios)
