@@ -38,6 +38,7 @@ INSTALLED_APPS = [
     "rest_framework.authtoken",
     "django_filters",
     "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI and Redoc files, served by whitenoise (no CDN)
     "django_celery_beat",
     "annotation",
     "modelloop",
@@ -275,21 +276,39 @@ MORALE_MAX_CONCURRENT_ANNOTATORS = env.int("MORALE_MAX_CONCURRENT_ANNOTATORS", d
 # Whether /accounts/signup/ lets anyone create an annotator account.
 MORALE_SELF_SIGNUP = env.bool("MORALE_SELF_SIGNUP", default=False)
 
-# --- REST API (annotation/api.py and friends; docs at /api/docs/) -----------------------
+# --- REST API (annotation/api.py, modelloop/api.py, training/api.py; morale/api_urls.py) ------
+# Token first: an anonymous request is answered 401 with "WWW-Authenticate: Token". Session
+# requests (the browsable API, /api/docs/) must carry a CSRF token on unsafe methods.
+# Query parameters are allow-listed per view (morale/permissions.py): unknown ones are a 400.
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.SessionAuthentication",
         "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
-    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
+    "DEFAULT_FILTER_BACKENDS": ["morale.permissions.AllowListedFilterBackend"],
+    "DEFAULT_PAGINATION_CLASS": "morale.permissions.BoundedLimitOffsetPagination",
     "PAGE_SIZE": 100,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "MORALE API",
-    "DESCRIPTION": "Contexts, scenarios, judgments, predictions, model versions, exports and training runs.",
+    "DESCRIPTION": "Contexts, scenarios, assignments, judgments, predictions, model versions, exports and "
+    "training runs. Annotators read their own assignments and judgments; researchers read everything, "
+    "export datasets and start training runs.",
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
+    "SCHEMA_PATH_PREFIX": r"/api/v1",
+    "COMPONENT_SPLIT_REQUEST": True,
+    # Several models have a "status" with different choices: one named enum each.
+    "ENUM_NAME_OVERRIDES": {
+        "AssignmentStatusEnum": "annotation.models.Assignment.Status",
+        "ExportStatusEnum": "annotation.models.DatasetExport.Status",
+        "PredictionStatusEnum": "modelloop.models.Prediction.Status",
+        "TrainingRunStatusEnum": "training.models.TrainingRun.Status",
+    },
 }
