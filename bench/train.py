@@ -14,6 +14,13 @@ Prints, side by side from one run:
 
 Synthetic lists come from a known scoring function plus noise (training/synthetic.py), so
 "recovers the ranking" is checkable: test NDCG@5 > 0.95.
+
+    .venv/bin/python bench/train.py --mode lora                    # a tiny Qwen2-VL, built offline
+    .venv/bin/python bench/train.py --mode lora --vlm-path /models/Qwen2-VL-2B-Instruct  # on a GPU
+
+``--mode lora`` instead times LoRA training through the VLM (training/train.py's
+``train_lora``) on random images: training lists and scenarios per second, one epoch.
+On the tiny model it measures the loop's overhead, not a real model's speed.
 """
 
 from __future__ import annotations
@@ -46,7 +53,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="a tenth of the MM-SCALE size")
     parser.add_argument("--noise", type=float, default=0.1)
+    parser.add_argument("--mode", choices=["head", "lora"], default="head")
+    parser.add_argument("--vlm-path", help="--mode lora: a local VLM checkpoint (default: a tiny Qwen2-VL)")
+    parser.add_argument("--lists", type=int, default=16, help="--mode lora: training lists of 4 scenarios")
     args = parser.parse_args()
+    if args.mode == "lora":
+        bench_lora(args)
+        return
     scale = 0.1 if args.quick else 1.0
     n_lists, n_items = int(MM_SCALE_LISTS * scale), int(MM_SCALE_SCENARIOS * scale)
     torch.set_num_threads(os.cpu_count() or 1)
@@ -110,6 +123,36 @@ def main() -> None:
     for key, title in (("ndcg@5", "NDCG@5"), ("mrr", "MRR"), ("auc_safety_pooled", "AUC-Safety")):
         best = max(rows, key=lambda loss: rows[loss][key])
         print(f"best on {title}: {best}" + ("" if best == "listmle" else "  (the paper's ordering does NOT hold here)"))
+
+
+def bench_lora(args) -> None:
+    import tempfile
+
+    from PIL import Image
+
+    from modelloop.scoring.tiny_vlms import build_tiny_vlm
+    from training.train import ImageList, train_lora
+
+    with tempfile.TemporaryDirectory() as tmp:
+        vlm_path = args.vlm_path or str(build_tiny_vlm("qwen2_vl", Path(tmp) / "Qwen2-VL-tiny"))
+        generator = torch.Generator().manual_seed(0)
+        texts = ["helping the child cross", "comforting a friend", "mocking a stranger", "hurting the child"]
+        lists = []
+        for n in range(args.lists + 4):
+            pixels = torch.randint(0, 256, (240, 320, 3), dtype=torch.uint8, generator=generator)
+            path = Path(tmp) / f"image{n}.png"
+            Image.frombytes("RGB", (320, 240), pixels.numpy().tobytes()).save(path)
+            lists.append(ImageList(n, str(path), f"scene number {n}", texts, [5.0, 4.0, 2.0, 1.0], [0] * 4,
+                                   list(range(4 * n, 4 * n + 4))))
+        train, test = lists[: args.lists], lists[args.lists :]
+        started = time.perf_counter()
+        result = train_lora(TrainConfig(mode="lora", vlm_path=vlm_path, epochs=1), train, test)
+        total = time.perf_counter() - started
+        epoch = result.history[0]["seconds"]
+        print(f"\n== LoRA training on {Path(vlm_path).name} ({result.device}, {result.dtype}), 1 epoch, "
+              f"{len(train)} lists of 4 scenarios, 1 list per step ==")
+        print(f"training epoch {epoch:.2f} s: {len(train) / epoch:.1f} lists/s, {4 * len(train) / epoch:.1f} "
+              f"scenarios/s; whole call (load, init loss, test forwards, calibration) {total:.1f} s")
 
 
 def _time(fn, repeat: int = 20) -> float:

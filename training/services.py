@@ -1,4 +1,5 @@
-"""Training runs: export -> lists -> cached features -> train -> candidate version -> gate.
+"""Training runs: export -> lists -> train (head on cached features, or LoRA through the
+VLM) -> candidate version -> gate.
 
 Training reads an export file, never the live judgment tables, so a run is reproducible
 from its export. A run never changes the current model version unless it finished,
@@ -19,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from django.conf import settings
+from django.core.files.storage import default_storage
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
@@ -26,15 +28,32 @@ from annotation.exports import dataset_export_create, iter_export
 from annotation.models import DatasetExport
 from modelloop import services as modelloop_services
 from modelloop.models import ModelVersion, Prediction
+from modelloop.scoring import ScoringInput
+from modelloop.scoring.hf_vlm import check_model_dir, save_lora
 from modelloop.scoring.offline import EfficientNetMiniLMBackbone, load_head, save_head
 
 from . import metrics
 from .models import TrainingRun
-from .train import MODALITIES, ListData, TrainConfig, TrainingDataError, config_dict, evaluate, train_head
+from .train import (
+    MODALITIES,
+    ImageList,
+    ListData,
+    LoraTrainResult,
+    TrainConfig,
+    TrainingDataError,
+    TrainResult,
+    config_dict,
+    evaluate,
+    lora_scores,
+    train_head,
+    train_lora,
+)
 
 logger = logging.getLogger(__name__)
 
-HEAD_SCORER = "efficientnet-minilm-mlp"  # the scorer that serves heads trained here
+HEAD_SCORER = "efficientnet-minilm-mlp"  # the scorer that serves heads trained here (mode head)
+LORA_SCORER = "hf-vlm-head"  # the scorer that serves a VLM + LoRA adapter + head (mode lora)
+LORA_RELOAD_PAIRS = 8  # pairs scored by the reloaded version to check it (one scorer batch)
 
 
 class TrainingRunInProgress(Exception):
@@ -88,6 +107,43 @@ def lists_from_export(*, path: str, backbone) -> ExportLists:
         )
 
     return ExportLists(train=build(lists["train"]), test=build(lists["test"]), skipped_single=skipped)
+
+
+@dataclass
+class ExportImageLists:
+    train: list[ImageList]
+    test: list[ImageList]
+    skipped_single: int  # lists of one scenario: nothing to rank, left out
+
+
+def image_lists_from_export(*, path: str) -> ExportImageLists:
+    """Read an export into per-context lists of image, setting, texts and mean scores (mode lora).
+
+    Everything comes from the export file; image paths are the export's, in the default
+    storage (``MEDIA_ROOT``). Raises TrainingDataError when no list has two scenarios.
+    Unreadable images are found by ``train_lora``, before it loads the model.
+    """
+    lists: dict[str, list[ImageList]] = {"train": [], "test": []}
+    skipped = 0
+    for record in iter_export(path):
+        scenarios = record["scenarios"]
+        if len(scenarios) < 2:
+            skipped += 1
+            continue
+        lists[record["split"]].append(
+            ImageList(
+                context_id=record["context_id"],
+                image_path=default_storage.path(record["image_path"]),
+                setting=record["setting"],
+                texts=[s["text"] for s in scenarios],
+                targets=[float(s["mean"]) for s in scenarios],
+                modality=[MODALITIES.index(s["majority_modality"]) for s in scenarios],
+                scenario_ids=[s["scenario_id"] for s in scenarios],
+            )
+        )
+    if not lists["train"] and not lists["test"]:
+        raise TrainingDataError(f"the export has no list of two or more scenarios ({skipped} list(s) of one left out)")
+    return ExportImageLists(train=lists["train"], test=lists["test"], skipped_single=skipped)
 
 
 # --- the gate ---------------------------------------------------------------------------------
@@ -211,8 +267,9 @@ def training_run_execute(
 ) -> TrainingRun:
     """Run a queued training to the end: the run ends succeeded or failed, never stuck.
 
-    `backbone` (a FeatureScorer-like object with ``backbone_ref``/``features``) defaults to
-    the offline EfficientNet-Lite0 + MiniLM backbone of the head scorer.
+    Mode head: `backbone` (a FeatureScorer-like object with ``backbone_ref``/``features``)
+    defaults to the offline EfficientNet-Lite0 + MiniLM backbone of the head scorer. Mode
+    lora ignores it: the run's config names the VLM checkpoint (``vlm_path``).
     """
     run = TrainingRun.objects.get(pk=run_id)
     if run.status != TrainingRun.Status.QUEUED:
@@ -226,6 +283,40 @@ def training_run_execute(
     return run
 
 
+class _Reporter:
+    """Writes a run's progress (every 2%) and per-epoch metrics to its row as it trains."""
+
+    def __init__(self, run: TrainingRun, progress: Callable[[int, int], None] | None) -> None:
+        self.run, self.progress = run, progress
+        self.history: list[dict] = []
+        self.last_progress = 0.0
+
+    def step(self, done: int, total: int) -> None:
+        if self.progress is not None:
+            self.progress(done, total)
+        fraction = done / total
+        if fraction - self.last_progress >= 0.02 or done == total:
+            self.last_progress = fraction
+            _update(self.run, progress=min(1.0, fraction))
+
+    def epoch(self, row: dict) -> None:
+        self.history.append(row)
+        _update(self.run, metrics={"history": self.history})
+        _log(
+            self.run,
+            f"epoch {row['epoch']}: train loss {row['train_loss']:.4f}, test NDCG@5 {row['test']['ndcg@5']:.4f}",
+        )
+
+
+@dataclass
+class _Candidate:
+    """A registered version whose saved files were checked to reload to the trained model."""
+
+    version: ModelVersion
+    result: TrainResult
+    test: ListData  # the test lists with the trained model's features, for the gate
+
+
 def _execute(run: TrainingRun, *, backbone, progress) -> None:
     config = TrainConfig(**run.config)
     if run.export is None:
@@ -233,7 +324,46 @@ def _execute(run: TrainingRun, *, backbone, progress) -> None:
         _update(run, export=dataset_export_create(fmt="jsonl"))
     if run.export.status != DatasetExport.Status.DONE or run.export.format not in ("jsonl", "parquet"):
         raise TrainingDataError(f"{run.export} is not a finished JSONL or Parquet export")
-    backbone = backbone or EfficientNetMiniLMBackbone()
+    reporter = _Reporter(run, progress)
+    if config.mode == "lora":
+        candidate = _lora_candidate(run, config, reporter)
+    else:
+        candidate = _head_candidate(run, config, backbone or EfficientNetMiniLMBackbone(), reporter)
+    version, result = candidate.version, candidate.result
+
+    current = modelloop_services.model_version_current_or_none()
+    candidate_metrics, current_metrics = result.test_metrics, None
+    compared = version_metrics_on(current, candidate.test, k=config.ndcg_k) if current else None
+    if compared is not None:
+        current_metrics, used = compared
+        candidate_metrics = evaluate(result.head, _subset(candidate.test, used), k=config.ndcg_k)
+    decision = gate_decision(
+        candidate=candidate_metrics, current=current_metrics, current_name=current.name if current else "(none)"
+    )
+    ModelVersion.objects.filter(pk=version.pk).update(
+        metrics={"test": result.test_metrics, "gate": {"candidate": candidate_metrics, "current": current_metrics}}
+    )
+    _update(
+        run,
+        model_version=version,
+        metrics={
+            "history": reporter.history,
+            "initial_loss": result.initial_loss,
+            "test": result.test_metrics,
+            "gate": {"candidate": candidate_metrics, "current": current_metrics},
+        },
+        gate_reason=decision.reason,
+    )
+    _log(run, decision.reason)
+    if decision.promote:
+        modelloop_services.model_version_promote(model_version=version)
+    _update(
+        run, status=TrainingRun.Status.SUCCEEDED, promoted=decision.promote, progress=1.0, finished_at=timezone.now()
+    )
+
+
+def _head_candidate(run: TrainingRun, config: TrainConfig, backbone, reporter: _Reporter) -> _Candidate:
+    """Mode head: cached features -> head -> an efficientnet-minilm-mlp version."""
     _log(run, f"reading {run.export} with backbone {backbone.backbone_ref}")
     data = lists_from_export(path=run.export.file.path, backbone=backbone)
     _log(
@@ -241,34 +371,7 @@ def _execute(run: TrainingRun, *, backbone, progress) -> None:
         f"{data.train.n_lists} train lists ({len(data.train.targets)} scenarios), "
         f"{data.test.n_lists} test lists; {data.skipped_single} single-scenario list(s) left out",
     )
-    history = []
-    last_progress = [0.0]
-
-    def on_step(done: int, total: int) -> None:
-        if progress is not None:
-            progress(done, total)
-        fraction = done / total
-        if fraction - last_progress[0] >= 0.02 or done == total:  # a write every 2%
-            last_progress[0] = fraction
-            _update(run, progress=min(1.0, fraction))
-
-    def on_epoch(row: dict) -> None:
-        history.append(row)
-        _update(run, metrics={"history": history})
-        _log(run, f"epoch {row['epoch']}: train loss {row['train_loss']:.4f}, test NDCG@5 {row['test']['ndcg@5']:.4f}")
-
-    result = train_head(config, data.train, data.test, on_epoch=on_epoch, progress=on_step)
-
-    current = modelloop_services.model_version_current_or_none()
-    candidate_metrics, current_metrics = result.test_metrics, None
-    compared = version_metrics_on(current, data.test, k=config.ndcg_k) if current else None
-    if compared is not None:
-        current_metrics, used = compared
-        candidate_metrics = evaluate(result.head, _subset(data.test, used), k=config.ndcg_k)
-    decision = gate_decision(
-        candidate=candidate_metrics, current=current_metrics, current_name=current.name if current else "(none)"
-    )
-
+    result = train_head(config, data.train, data.test, on_epoch=reporter.epoch, progress=reporter.step)
     with tempfile.TemporaryDirectory() as tmp:
         head_path = Path(tmp) / "head.safetensors"
         save_head(result.head, head_path)
@@ -290,26 +393,74 @@ def _execute(run: TrainingRun, *, backbone, progress) -> None:
     with torch.no_grad():
         if not torch.allclose(reloaded(probe), result.head(probe), atol=1e-5):
             raise TrainingDataError(f"the saved head of {version.name} does not reload to the trained one")
-    ModelVersion.objects.filter(pk=version.pk).update(
-        metrics={"test": result.test_metrics, "gate": {"candidate": candidate_metrics, "current": current_metrics}}
-    )
-    _update(
+    return _Candidate(version, result, data.test)
+
+
+def _lora_candidate(run: TrainingRun, config: TrainConfig, reporter: _Reporter) -> _Candidate:
+    """Mode lora: images and texts -> VLM + LoRA + head -> an hf-vlm-head version with its adapter."""
+    _log(run, f"reading {run.export} for LoRA training on the VLM in {config.vlm_path}")
+    data = image_lists_from_export(path=run.export.file.path)
+    _log(
         run,
-        model_version=version,
-        metrics={
-            "history": history,
-            "initial_loss": result.initial_loss,
-            "test": result.test_metrics,
-            "gate": {"candidate": candidate_metrics, "current": current_metrics},
-        },
-        gate_reason=decision.reason,
+        f"{len(data.train)} train lists ({sum(len(lst.texts) for lst in data.train)} scenarios), "
+        f"{len(data.test)} test lists; {data.skipped_single} single-scenario list(s) left out",
     )
-    _log(run, decision.reason)
-    if decision.promote:
-        modelloop_services.model_version_promote(model_version=version)
-    _update(
-        run, status=TrainingRun.Status.SUCCEEDED, promoted=decision.promote, progress=1.0, finished_at=timezone.now()
-    )
+    result: LoraTrainResult = train_lora(config, data.train, data.test, on_epoch=reporter.epoch, progress=reporter.step)
+    vlm_dir = check_model_dir(config.vlm_path)
+    with tempfile.TemporaryDirectory() as tmp:
+        head_path = Path(tmp) / "head.safetensors"
+        save_head(result.head, head_path)
+        adapter_dir = save_lora(result.model, Path(tmp) / "adapter")
+        # backbone_ref stays empty here: it names the VLM *with this adapter*, and the
+        # reload below fills it in (hf:<dir>+lora:<adapter sha>:<digest>), so a promotion
+        # never reuses cached features of the frozen VLM.
+        version = modelloop_services.model_version_register(
+            name=f"lora-{config.loss}-run{run.pk}-{timezone.now():%Y%m%d-%H%M%S}",
+            scorer=LORA_SCORER,
+            config={
+                "backbone_path": str(vlm_dir),
+                "max_image_side": config.max_image_side,
+                "head": {"hidden": config.hidden, "dropout": config.dropout},
+            },
+            head_weights_path=head_path,
+            lora_adapter_dir=adapter_dir,
+            calibration=result.calibration,
+            description=(
+                f"LoRA adapter on {vlm_dir.name} and a {config.loss} head, trained by run #{run.pk} on "
+                f"{run.export} ({len(data.train)} train lists); test NDCG@5 {result.test_metrics['ndcg@5']:.4f}"
+            ),
+        )
+    _check_lora_reload(version, result, data.test or data.train)
+    return _Candidate(version, result, result.test_data)
+
+
+def _check_lora_reload(version: ModelVersion, result: LoraTrainResult, lists: list[ImageList]) -> None:
+    """The stored version, loaded as a worker loads it, must score like the model in memory.
+
+    Raises ScoringError (the version does not load; ``load_error`` is set on it) or
+    TrainingDataError (it loads but scores differently).
+    """
+    inputs = [
+        ScoringInput(sid, lst.image_path, lst.setting, text)
+        for lst in lists
+        for sid, text in zip(lst.scenario_ids, lst.texts)
+    ][:LORA_RELOAD_PAIRS]
+    scorer = modelloop_services.scorer_for(version)  # also records its backbone_ref on the version
+    scored = scorer.score(inputs)
+    failed = [r for r in scored if not r.ok]
+    if failed:
+        first = failed[0]
+        raise TrainingDataError(f"the saved version {version.name} cannot score scenario #{first.scenario_id}: {first.error}")
+    expected = lora_scores(result, [(item.image_path, item.setting, item.text) for item in inputs])
+    reloaded = torch.tensor([r.score for r in scored], dtype=torch.float32)
+    # Same batch, same weights, same kernels: equal up to rounding (bf16 on a GPU).
+    tolerance = 1e-4 if result.device.type == "cpu" else 1e-2
+    difference = float((reloaded - expected).abs().max())
+    if not difference <= tolerance:
+        raise TrainingDataError(
+            f"the saved adapter and head of {version.name} do not reload to the trained model "
+            f"(scores differ by up to {difference:.6f})"
+        )
 
 
 def _subset(data: ListData, list_indices: list[int]) -> ListData:

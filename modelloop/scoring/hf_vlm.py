@@ -42,7 +42,9 @@ __all__ = [
     "HFVLMHeadScorer",
     "HFVLMZeroShotScorer",
     "apply_lora",
+    "chat_prompt",
     "check_model_dir",
+    "encode_pairs",
     "digit_token_ids",
     "last_token_index",
     "last_token_outputs",
@@ -216,17 +218,18 @@ def lora_target_regex(model: PreTrainedModel) -> str:
     return rf"{re.escape(prefix)}\..*\.(?:{'|'.join(LORA_PROJECTIONS)})"
 
 
-def apply_lora(model: PreTrainedModel) -> PeftModel:
+def apply_lora(model: PreTrainedModel, *, dropout: float = LORA_DROPOUT) -> PeftModel:
     """Wrap ``model`` with trainable LoRA adapters as in the paper (r=4, alpha=16, dropout 0.05).
 
-    Only the adapters train; the base weights are frozen by peft.
+    Only the adapters train; the base weights are frozen by peft. ``dropout`` (on the
+    adapters' input, training only) may be set to 0 for overfitting sanity checks.
     """
     from peft import LoraConfig, get_peft_model
 
     config = LoraConfig(
         r=LORA_R,
         lora_alpha=LORA_ALPHA,
-        lora_dropout=LORA_DROPOUT,
+        lora_dropout=dropout,
         bias="none",
         target_modules=lora_target_regex(model),
         task_type="CAUSAL_LM",
@@ -251,7 +254,29 @@ def _check_adapter_dir(path: str) -> Path:
     return directory.resolve()
 
 
-# --- forward ------------------------------------------------------------------------------
+# --- inputs and forward -------------------------------------------------------------------
+def chat_prompt(processor: ProcessorMixin, setting: str, text: str) -> str:
+    """The full model input as text: the model's own chat template, one image, the question.
+
+    Shared by the scorers and the LoRA training loop, so both feed the model the same input.
+    """
+    messages = [
+        {
+            "role": "user",
+            "content": [{"type": "image"}, {"type": "text", "text": scenario_prompt(setting, text)}],
+        }
+    ]
+    return processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+
+
+def encode_pairs(processor: ProcessorMixin, images: Sequence[Image.Image], prompts: Sequence[str]) -> BatchFeature:
+    """Processor output for a batch on the CPU, padded on whichever side the tokenizer pads.
+
+    Move it with ``batch.to(device=..., dtype=...)`` (floating tensors only get the dtype).
+    """
+    return processor(text=list(prompts), images=list(images), padding=True, return_tensors="pt")
+
+
 def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
     """Index [b] of each row's last real token, whichever side the padding is on."""
     positions = torch.arange(attention_mask.shape[1], device=attention_mask.device)
@@ -327,21 +352,12 @@ class HFVLMBackbone:
         return f"{ref}:{digest.hexdigest()[:16]}"
 
     def chat_text(self, setting: str, text: str) -> str:
-        """The full model input as text: the model's own chat template, one image, the question."""
-        messages = [
-            {
-                "role": "user",
-                "content": [{"type": "image"}, {"type": "text", "text": scenario_prompt(setting, text)}],
-            }
-        ]
-        return self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        """``chat_prompt`` with this model's processor."""
+        return chat_prompt(self.processor, setting, text)
 
     def encode(self, images: Sequence[Image.Image], prompts: Sequence[str]) -> BatchFeature:
-        """Processor output for a batch on the CPU, padded on whichever side the tokenizer pads.
-
-        Move it with ``batch.to(device=..., dtype=...)`` (floating tensors only get the dtype).
-        """
-        return self.processor(text=list(prompts), images=list(images), padding=True, return_tensors="pt")
+        """``encode_pairs`` with this model's processor."""
+        return encode_pairs(self.processor, images, prompts)
 
     def _forward(self, batch: BatchFeature) -> tuple[torch.Tensor, torch.Tensor]:
         """(hidden, logits) of ``last_token_outputs`` as fp32 on the CPU; may raise OutOfMemoryError."""
