@@ -240,8 +240,7 @@ class AnnotatorAdmin(admin.ModelAdmin):
             if action == "reinstate":
                 changed += bool(quality.annotator_reinstate(annotator, by=request.user, note=f"lifted in the admin by {request.user}"))
             else:
-                reasons = [f.get("message", f.get("code", "")) for f in (annotator.quality or {}).get("flags") or []]
-                reasons = reasons or [f"decided in the admin by {request.user}"]
+                reasons = (annotator.quality or {}).get("flags") or [f"decided in the admin by {request.user}"]
                 call = quality.annotator_screen_out if action == "screen_out" else quality.annotator_pause
                 changed += bool(call(annotator, by=request.user, reasons=reasons))
         messages.success(request, f"{changed} annotator(s) {done}; {queryset.count() - changed} already were.")

@@ -26,3 +26,12 @@ def resume_exports() -> int:
     from .exports import exports_resume
 
     return exports_resume()
+
+
+@shared_task(name="annotation.quality_refresh", acks_late=True, soft_time_limit=300, time_limit=360)
+def quality_refresh() -> dict:
+    """Periodic: recompute every annotator's quality flags; pause those failing canaries.
+    Idempotent (it overwrites the flags with fresh ones)."""
+    from .quality import quality_refresh as refresh
+
+    return refresh()

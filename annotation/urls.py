@@ -1,4 +1,4 @@
-from django.urls import path
+from django.urls import include, path
 
 from . import views
 
@@ -16,4 +16,6 @@ urlpatterns = [
     path("finish/", views.finish, name="finish"),
     path("enter/", views.crowd_entry, name="crowd_entry"),
     path("accounts/signup/", views.signup, name="signup"),
+    # The researchers' dashboard and quality list: annotation:dashboard, annotation:quality.
+    path("research/", include("annotation.research_urls")),
 ]

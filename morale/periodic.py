@@ -12,6 +12,8 @@ PERIODIC_TASKS = [
      lambda: settings.MORALE_SWEEP_INTERVAL_SECONDS),
     ("Expire abandoned assignment pages", "annotation.expire_assignments", lambda: 300),
     ("Re-send queued or orphaned dataset exports", "annotation.resume_exports", lambda: 120),
+    ("Recompute annotator quality flags (pauses annotators failing canaries)", "annotation.quality_refresh",
+     lambda: settings.MORALE_QUALITY_INTERVAL_SECONDS),
     ("Retrain the ranking head on a fresh export (gated promotion)", "training.retrain",
      lambda: settings.MORALE_RETRAIN_INTERVAL_HOURS * 3600),
 ]
