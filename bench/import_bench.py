@@ -35,6 +35,7 @@ figures to ``bench/results/import-<time>.json`` (git-ignored). Exit status 0 whe
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import io
 import json
 import logging
@@ -44,7 +45,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import zipfile
 from pathlib import Path
@@ -54,7 +54,6 @@ ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
 BASE = {"contexts": 9260, "scenarios": 32212}
 TARGET_SECONDS = 60.0
-PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
 def log(msg: str) -> None:
@@ -169,30 +168,11 @@ def bench_db(kind: str, url: str, data_dir: Path, args) -> dict:
 
 
 # --- child: measure ---------------------------------------------------------------------------
-def rss_bytes() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * PAGE
-
-
-class PeakRss:
-    """Samples this process's RSS every 5 ms while in the with-block."""
-
-    def __enter__(self):
-        self.before = self.peak = rss_bytes()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-        return self
-
-    def _run(self):
-        while not self._stop.is_set():
-            self.peak = max(self.peak, rss_bytes())
-            time.sleep(0.005)
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, rss_bytes())
+# The RSS sampler of the export bench (bench/export.py), loaded by path: bench/ is no package.
+_spec = importlib.util.spec_from_file_location("bench_export", Path(__file__).with_name("export.py"))
+_bench_export = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_bench_export)
+PeakRss = _bench_export.PeakRss
 
 
 class Timings(logging.Handler):

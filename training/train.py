@@ -170,6 +170,21 @@ class RankingModel(nn.Module):
         self.modality = nn.Linear(in_dim, len(MODALITIES))
 
 
+def lists_loss(model: RankingModel, weights, feats, targets, modality, mask, generator) -> tuple[torch.Tensor, dict]:
+    """The configured losses of one padded batch of lists (both training modes use this)."""
+    logits = model.head.logits(feats)
+    return losses.combined_loss(
+        weights,
+        logits,
+        targets,
+        mask,
+        calibrated=1 + 4 * torch.sigmoid(logits) if weights.mse else None,
+        modality_logits=model.modality(feats) if weights.modality else None,
+        modality_targets=modality if weights.modality else None,
+        generator=generator,
+    )
+
+
 # --- evaluation ---------------------------------------------------------------------------
 @torch.no_grad()
 def predict(head: ScoreHead, features: torch.Tensor, batch: int = 65536) -> np.ndarray:
@@ -268,17 +283,7 @@ def train_head(
 
     def step_loss(rows: torch.Tensor) -> tuple[torch.Tensor, dict]:
         feats, targets, modality, mask = _batch(train, index, rows)
-        logits = model.head.logits(feats)
-        return losses.combined_loss(
-            weights,
-            logits,
-            targets,
-            mask,
-            calibrated=1 + 4 * torch.sigmoid(logits) if weights.mse else None,
-            modality_logits=model.modality(feats) if weights.modality else None,
-            modality_targets=modality if weights.modality else None,
-            generator=generator,
-        )
+        return lists_loss(model, weights, feats, targets, modality, mask, generator)
 
     with torch.no_grad():  # sanity: the loss at initialisation (ListMLE: about log(n!))
         model.eval()
@@ -494,17 +499,7 @@ def train_lora(
         data = as_list_data(chosen, torch.cat(hidden).float())  # the head and the loss in fp32
         feats, targets, modality, mask = _batch(data, data.padded_index(), torch.arange(len(chosen)))
         targets, modality, mask = targets.to(device), modality.to(device), mask.to(device)
-        logits = model.head.logits(feats)
-        return losses.combined_loss(
-            weights,
-            logits,
-            targets,
-            mask,
-            calibrated=1 + 4 * torch.sigmoid(logits) if weights.mse else None,
-            modality_logits=model.modality(feats) if weights.modality else None,
-            modality_targets=modality if weights.modality else None,
-            generator=generator,
-        )
+        return lists_loss(model, weights, feats, targets, modality, mask, generator)
 
     def test_now() -> tuple[ListData, dict]:
         features = vlm_features(

@@ -4,7 +4,7 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 
-from annotation.models import Context, Judgment
+from annotation.models import Context
 from tests.conftest import png_bytes
 
 pytestmark = pytest.mark.django_db

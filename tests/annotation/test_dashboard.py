@@ -6,7 +6,6 @@ import uuid
 from html import unescape
 
 import pytest
-from django.contrib.auth.models import Group
 from django.core.cache import cache
 from django.urls import reverse
 from django.utils import timezone
@@ -125,7 +124,7 @@ def test_every_figure_has_a_title_an_svg_and_a_data_table(client):
     html = researcher_client(client).get(reverse("annotation:dashboard")).content.decode()
     for chart_id in CHART_IDS:
         figure = re.search(rf'<figure class="chart" id="fig-{chart_id}".*?</figure>', html, re.S).group(0)
-        assert f'<svg class="chart-svg"' in figure and 'role="img"' in figure, chart_id
+        assert '<svg class="chart-svg"' in figure and 'role="img"' in figure, chart_id
         assert f'<title id="{chart_id}-title">' in figure and f'<desc id="{chart_id}-desc">' in figure, chart_id
         assert "<details" in figure and "<table>" in figure and "<summary>Data table:" in figure, chart_id
     assert "<script" not in html and "http://" not in html and "https://" not in html  # nothing from a CDN

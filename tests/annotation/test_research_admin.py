@@ -9,7 +9,7 @@ from django.core.management import CommandError, call_command
 from django.urls import reverse
 
 from annotation import exports, services, tasks
-from annotation.models import Annotator, AnnotatorScreening, Context, DatasetExport, Scenario
+from annotation.models import Annotator, AnnotatorScreening, DatasetExport, Scenario
 from annotation.roles import RESEARCHER_GROUP, is_researcher, researcher_make
 from modelloop.models import Prediction
 from tests.annotation.test_export import rated_context

@@ -10,11 +10,10 @@ from django.core.management.base import CommandError
 from django.utils import timezone
 
 from annotation import services as annotation_services
-from annotation.exports import dataset_export_create, split_for
+from annotation.exports import dataset_export_create
 from modelloop.models import ModelVersion
 from training import services, tasks
 from training.models import TrainingRun
-from training.train import TrainingDataError
 from tests.factories import AnnotatorFactory, current_version, make_context, predict
 
 pytestmark = pytest.mark.django_db
