@@ -375,7 +375,7 @@ class DatasetExportAdmin(admin.ModelAdmin):
     ]
     # The change list reloads itself while an export is queued or running (template).
     change_list_template = "admin/annotation/datasetexport/change_list.html"
-    change_form_template = "admin/annotation/datasetexport/change_form.html"
+    change_form_template = "admin/refreshing_change_form.html"  # reloads while refresh_seconds is set
 
     def add_view(self, request, form_url="", extra_context=None):
         """"Add" queues a new export with the chosen filters; a worker writes it."""

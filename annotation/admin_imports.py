@@ -8,8 +8,10 @@ cells) is escaped when shown.
 """
 
 from django import forms
-from django.contrib import admin
+from django.conf import settings
+from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
+from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
@@ -79,6 +81,7 @@ class ImportBatchAdmin(admin.ModelAdmin):
     search_fields = ["file_name", "file_sha256"]
     list_select_related = ["created_by"]
     change_list_template = "admin/annotation/importbatch/change_list.html"
+    change_form_template = "admin/refreshing_change_form.html"  # reloads while queued or running
     fields = readonly_fields = [
         "file_name", "format", "status", "summary", "contexts", "counts", "error_table", "options",
         "file_sha256", "created_by", "created_at", "finished_at",
@@ -86,6 +89,12 @@ class ImportBatchAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request):
         return False  # made by the import page or manage.py import_contexts
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        busy = ImportBatch.objects.filter(
+            pk=object_id, status__in=[ImportBatch.Status.QUEUED, ImportBatch.Status.RUNNING]
+        ).exists()
+        return super().change_view(request, object_id, form_url, {**(extra_context or {}), "refresh_seconds": 3 if busy else None})
 
     def has_change_permission(self, request, obj=None):
         return False
@@ -127,6 +136,16 @@ class ImportBatchAdmin(admin.ModelAdmin):
             form = ImportForm(request.POST, request.FILES)
             if form.is_valid():
                 data, images = form.cleaned_data["data_file"], form.cleaned_data["images"]
+                if data.size + images.size > settings.MORALE_IMPORT_INLINE_MAX_BYTES:
+                    # Too large to import within the request (gunicorn's timeout): a worker does it.
+                    batch = imports.import_queue(
+                        data_upload=data,
+                        images_upload=images,
+                        allow_partial=form.cleaned_data["allow_partial"],
+                        created_by=request.user,
+                    )
+                    messages.success(request, f"Import #{batch.pk} is queued; this page shows its progress.")
+                    return redirect("admin:annotation_importbatch_change", batch.pk)
                 try:
                     batch = imports.import_contexts(
                         data_file=data,
@@ -160,5 +179,6 @@ class ImportBatchAdmin(admin.ModelAdmin):
                 else ""
             ),
             "columns": ", ".join(imports.CSV_COLUMNS),
+            "inline_max_mb": round(settings.MORALE_IMPORT_INLINE_MAX_BYTES / 2**20, 1),
         }
         return TemplateResponse(request, "admin/annotation/importbatch/import_form.html", context)

@@ -850,7 +850,7 @@ def dataset_export_queue(*, fmt: str, created_by=None, **filter_overrides) -> Da
     Returns at once; the record shows progress (``progress_done`` / ``progress_total``
     contexts) and ends ``done`` with its file or ``failed`` with the reason. The task is
     sent after the transaction commits; if the broker is down the record stays queued and
-    the periodic ``annotation.resume_exports`` sends it again. Bad arguments raise
+    the periodic ``annotation.resume_jobs`` sends it again. Bad arguments raise
     ValueError / TypeError and record nothing.
     """
     from django.db import transaction
@@ -865,7 +865,7 @@ def dataset_export_queue(*, fmt: str, created_by=None, **filter_overrides) -> Da
 def _send_export_task(task, export_id: int) -> None:
     try:
         task.delay(export_id)
-    except Exception as exc:  # broker down: the record stays queued; resume_exports re-sends
+    except Exception as exc:  # broker down: the record stays queued; resume_jobs re-sends
         logger.warning("could not queue export #%s (%s); it will be re-sent", export_id, exc)
 
 

@@ -98,9 +98,11 @@ import posixpath
 import re
 import stat
 import time
+import uuid
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 
 from django.conf import settings
@@ -957,8 +959,12 @@ def import_contexts(
     fmt: str | None = None,
     file_name: str | None = None,
     images_name: str | None = None,
+    batch: ImportBatch | None = None,
 ) -> ImportBatch:
     """Import contexts and scenarios from a CSV or JSON Lines file (see the module docstring).
+
+    ``batch``: a queued batch already claimed by ``import_run`` (its record is reused);
+    otherwise a new one is made.
 
     ``data_file``: a path or a binary file object (e.g. an upload); ``images``: a folder
     path, a zip path or a binary zip file object. ``fmt``: ``"csv"`` or ``"jsonl"``; by
@@ -977,14 +983,11 @@ def import_contexts(
     file_name = (file_name or Path(getattr(data_file, "name", "") or "upload").name)[:300]
     if images_name is None:
         images_name = str(images) if isinstance(images, (str, os.PathLike)) else getattr(images, "name", "upload")
-    batch = ImportBatch(
-        file_name=file_name,
-        file_sha256="",
-        format=fmt or "",
-        status=ImportBatch.Status.RUNNING,
-        options={"allow_partial": bool(allow_partial), "images": images_name},
-        created_by=created_by,
-    )
+    if batch is None:
+        batch = ImportBatch(created_by=created_by)
+    batch.file_name, batch.file_sha256, batch.format = file_name, "", fmt or ""
+    batch.status = ImportBatch.Status.RUNNING
+    batch.options = {"allow_partial": bool(allow_partial), "images": images_name}
     started = time.perf_counter()
     timings: dict[str, float] = {}
     source = None
@@ -1080,3 +1083,88 @@ def import_contexts(
             source.close()
         if opened is not None:
             opened.close()
+
+
+# --- in the background (admin uploads too large to import within the request) ------------
+def import_queue(*, data_upload, images_upload, created_by=None, allow_partial: bool = False) -> ImportBatch:
+    """Keep the two uploaded files in private media (``imports/<batch>/``), record a queued
+    batch and hand it to a worker (task ``annotation.import_batch``) after commit.
+
+    With the broker down the batch stays queued and the periodic ``annotation.resume_jobs``
+    sends it again. The files are deleted when the worker is done with them.
+    """
+    from . import tasks
+
+    batch = ImportBatch(
+        file_name=Path(data_upload.name or "upload").name[:300],
+        file_sha256="",
+        format="",
+        status=ImportBatch.Status.QUEUED,
+        options={"allow_partial": bool(allow_partial), "images": Path(images_upload.name or "upload").name},
+        created_by=created_by,
+    )
+    batch.full_clean(exclude=["file_sha256", "format"])  # known once the worker reads the file
+    batch.save()
+    folder = f"imports/{batch.pk}-{uuid.uuid4().hex}"
+    stored = {
+        "data": default_storage.save(f"{folder}/{batch.file_name}", data_upload),
+        "images": default_storage.save(f"{folder}/images.zip", images_upload),
+    }
+    batch.options = {**batch.options, "stored": stored}
+    batch.save(update_fields=["options"])
+    transaction.on_commit(lambda: _send_import_task(tasks.import_batch, batch.pk))
+    return batch
+
+
+def _send_import_task(task, batch_id: int) -> None:
+    try:
+        task.delay(batch_id)
+    except Exception as exc:  # broker down: the batch stays queued; resume_jobs re-sends it
+        logger.warning("could not queue import #%s (%s); it will be re-sent", batch_id, exc)
+
+
+def import_run(batch_id: int) -> ImportBatch | None:
+    """Import a queued batch (the body of task ``annotation.import_batch``); idempotent.
+
+    Claims it with one conditional UPDATE (queued -> running), so a repeated message does
+    nothing; returns None then. Outcomes are recorded on the batch, never raised.
+    """
+    if not ImportBatch.objects.filter(pk=batch_id, status=ImportBatch.Status.QUEUED).update(
+        status=ImportBatch.Status.RUNNING
+    ):
+        return None
+    batch = ImportBatch.objects.get(pk=batch_id)
+    stored = batch.options.get("stored") or {}
+    try:
+        with default_storage.open(stored["data"], "rb") as data, default_storage.open(stored["images"], "rb") as zipped:
+            import_contexts(
+                data_file=data,
+                images=zipped,
+                created_by=batch.created_by,
+                allow_partial=batch.options.get("allow_partial", False),
+                file_name=batch.file_name,
+                images_name=batch.options.get("images"),
+                batch=batch,
+            )
+    except ImportFailed:
+        pass  # recorded on the batch
+    except (KeyError, OSError) as exc:  # the uploaded files are gone
+        _finish(batch, ImportBatch.Status.FAILED, {}, [_err(None, None, f"the uploaded files are missing: {exc}")])
+    finally:
+        for name in stored.values():
+            default_storage.delete(name)
+    batch.refresh_from_db()
+    return batch
+
+
+def imports_resume() -> int:
+    """Re-send imports left queued for more than a minute (the broker was down)."""
+    from . import tasks
+
+    cutoff = timezone.now() - timedelta(minutes=1)
+    ids = list(
+        ImportBatch.objects.filter(status=ImportBatch.Status.QUEUED, created_at__lt=cutoff).values_list("pk", flat=True)
+    )
+    for batch_id in ids:
+        _send_import_task(tasks.import_batch, batch_id)
+    return len(ids)

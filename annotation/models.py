@@ -217,11 +217,14 @@ class AnnotatorScreening(models.Model):
 class ImportBatch(models.Model):
     """One bulk import of contexts and scenarios (see ``annotation.imports``).
 
-    ``validated`` with errors: nothing was imported; ``done``: the rows are in (counts say
-    how many were new and how many already there); ``failed``: an unexpected error, rolled back.
+    ``queued``: uploaded in the admin, waiting for a worker (the files wait under
+    ``imports/`` in private media); ``rejected`` (errors): nothing was imported; ``done``:
+    the rows are in (counts say how many were new and how many already there); ``failed``:
+    an unexpected error, rolled back.
     """
 
     class Status(models.TextChoices):
+        QUEUED = "queued", "queued (a worker imports it)"
         RUNNING = "running", "running"
         DONE = "done", "done"
         REJECTED = "rejected", "rejected (errors, nothing imported)"
@@ -245,7 +248,8 @@ class ImportBatch(models.Model):
         verbose_name_plural = "import batches"
         constraints = [
             models.CheckConstraint(
-                condition=Q(status__in=["running", "done", "rejected", "failed"]), name="import_batch_status_valid"
+                condition=Q(status__in=["queued", "running", "done", "rejected", "failed"]),
+                name="import_batch_status_valid",
             ),
         ]
 

@@ -20,12 +20,22 @@ def export_dataset(export_id: int) -> None:
     dataset_export_run(export_id)
 
 
-@shared_task(name="annotation.resume_exports", acks_late=True, soft_time_limit=60, time_limit=120)
-def resume_exports() -> int:
-    """Periodic: re-send exports left queued (broker was down) or orphaned by a dead worker."""
-    from .exports import exports_resume
+@shared_task(name="annotation.import_batch", acks_late=True)
+def import_batch(batch_id: int) -> None:
+    """Import a batch uploaded in the admin. Idempotent: a repeated message finds it claimed."""
+    from .imports import import_run
 
-    return exports_resume()
+    import_run(batch_id)
+
+
+@shared_task(name="annotation.resume_jobs", acks_late=True, soft_time_limit=60, time_limit=120)
+def resume_jobs() -> int:
+    """Periodic: re-send exports and imports left queued (broker was down), and exports
+    orphaned by a dead worker."""
+    from .exports import exports_resume
+    from .imports import imports_resume
+
+    return exports_resume() + imports_resume()
 
 
 @shared_task(name="annotation.quality_refresh", acks_late=True, soft_time_limit=300, time_limit=360)

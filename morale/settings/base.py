@@ -220,6 +220,9 @@ MORALE_EXPORT_INCLUDE_SCREENED = env.bool("MORALE_EXPORT_INCLUDE_SCREENED", defa
 MORALE_EXPORT_INCLUDE_CANARIES = env.bool("MORALE_EXPORT_INCLUDE_CANARIES", default=False)
 # Contexts read per round trip; memory use is bounded by this, not by the data size.
 MORALE_EXPORT_CHUNK_SIZE = env.int("MORALE_EXPORT_CHUNK_SIZE", default=500)
+# Admin imports whose two files together are larger than this run in a worker instead of
+# within the request (which gunicorn would cut off after its 30 s timeout).
+MORALE_IMPORT_INLINE_MAX_BYTES = env.int("MORALE_IMPORT_INLINE_MAX_BYTES", default=5 * 1024 * 1024)
 # A background export whose worker wrote nothing for this long is taken over by another.
 MORALE_EXPORT_STALE_MINUTES = env.int("MORALE_EXPORT_STALE_MINUTES", default=10)
 
