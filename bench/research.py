@@ -25,7 +25,7 @@ What one run does:
    ``flagged_items``, ``load_rows`` (the one judgment query), the judgment table and
    each analysis function on them, ``dashboard_bundle(use_cache=False)``, ``GET /research/?refresh=1`` (the whole
    page: bundle + charts + template), ``GET /research/`` from the cache and
-   ``GET /research/quality/``, as a staff user through Django's test client.
+   ``GET /research/quality/``, as a researcher (staff + group) through Django's test client.
 4. Prints the table and the targets (bundle and page < 2 s) with PASS/FAIL; drops the
    PostgreSQL database and the temporary folder unless ``--keep``.
 
