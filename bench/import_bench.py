@@ -42,7 +42,6 @@ import logging
 import os
 import random
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -104,6 +103,13 @@ def generate(folder: Path, scale: float) -> dict:
             "images_mib": sum(p.stat().st_size for p in images.rglob("*.png")) / 2**20}
 
 
+# Helpers shared with the export bench (bench/export.py), loaded by path: bench/ is no package.
+_spec = importlib.util.spec_from_file_location("bench_export", Path(__file__).with_name("export.py"))
+_bench_export = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_bench_export)
+PeakRss, run_sub, last_json_line = _bench_export.PeakRss, _bench_export.run_sub, _bench_export.last_json_line
+
+
 # --- parent: databases and subprocesses -----------------------------------------------------
 def pg_admin(url: str, sql: str) -> None:
     import psycopg2
@@ -114,21 +120,6 @@ def pg_admin(url: str, sql: str) -> None:
     with conn.cursor() as cur:
         cur.execute(sql)
     conn.close()
-
-
-def run_sub(args: list[str], env: dict, what: str) -> str:
-    proc = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True)
-    if proc.returncode != 0:
-        sys.stderr.write(proc.stdout[-4000:] + proc.stderr[-8000:])
-        raise RuntimeError(f"{what} failed (exit {proc.returncode})")
-    return proc.stdout
-
-
-def last_json_line(text: str) -> dict:
-    for line in reversed(text.strip().splitlines()):
-        if line.startswith("{"):
-            return json.loads(line)
-    raise RuntimeError(f"no JSON result in output:\n{text[-2000:]}")
 
 
 def bench_db(kind: str, url: str, data_dir: Path, args) -> dict:
@@ -168,13 +159,6 @@ def bench_db(kind: str, url: str, data_dir: Path, args) -> dict:
 
 
 # --- child: measure ---------------------------------------------------------------------------
-# The RSS sampler of the export bench (bench/export.py), loaded by path: bench/ is no package.
-_spec = importlib.util.spec_from_file_location("bench_export", Path(__file__).with_name("export.py"))
-_bench_export = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_bench_export)
-PeakRss = _bench_export.PeakRss
-
-
 class Timings(logging.Handler):
     """Keeps the phase timings the import logs with its "done" record."""
 
