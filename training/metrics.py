@@ -163,6 +163,21 @@ def _mean_defined(values: list[float]) -> tuple[float, int]:
     return (float(np.mean(defined)) if defined else math.nan), len(defined)
 
 
+def json_ready(value):
+    """``value`` with every NaN or infinite float replaced by None, for a JSON column.
+
+    Undefined metrics are NaN in memory (see the module docstring), but NaN is not JSON:
+    PostgreSQL's jsonb refuses it (SQLite would store it). Stored metrics say null instead.
+    """
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_ready(v) for v in value]
+    return value
+
+
 def evaluate_lists(
     lists: Sequence[tuple[np.ndarray, np.ndarray]], k: int = 5, ece_bins: int = 8
 ) -> dict[str, float]:

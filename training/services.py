@@ -33,6 +33,7 @@ from modelloop.scoring.hf_vlm import check_model_dir, save_lora
 from modelloop.scoring.offline import EfficientNetMiniLMBackbone, load_head, save_head
 
 from . import metrics
+from .metrics import json_ready
 from .models import TrainingRun
 from .train import (
     MODALITIES,
@@ -252,6 +253,8 @@ def training_run_send(*, run_id: int, task) -> None:
 
 def _update(run: TrainingRun, **fields) -> None:
     fields["heartbeat_at"] = timezone.now()
+    if "metrics" in fields:
+        fields["metrics"] = json_ready(fields["metrics"])
     TrainingRun.objects.filter(pk=run.pk).update(**fields)
     for name, value in fields.items():
         setattr(run, name, value)
@@ -341,7 +344,9 @@ def _execute(run: TrainingRun, *, backbone, progress) -> None:
         candidate=candidate_metrics, current=current_metrics, current_name=current.name if current else "(none)"
     )
     ModelVersion.objects.filter(pk=version.pk).update(
-        metrics={"test": result.test_metrics, "gate": {"candidate": candidate_metrics, "current": current_metrics}}
+        metrics=json_ready(
+            {"test": result.test_metrics, "gate": {"candidate": candidate_metrics, "current": current_metrics}}
+        )
     )
     _update(
         run,

@@ -221,3 +221,13 @@ def test_admin_start_with_the_broker_down_fails_the_run_instead_of_holding_the_l
     run = TrainingRun.objects.get()
     assert run.status == "failed" and "broker" in run.error
     services.training_run_queue()  # the lock is free again
+
+
+def test_undefined_metrics_are_stored_as_null_on_every_database():
+    # A metric undefined on every test list (e.g. Kendall tau when the model gives one list
+    # constant scores) is NaN in memory; PostgreSQL's jsonb refuses NaN, so it is stored as null.
+    run = services.training_run_queue()
+    nan = float("nan")
+    services._update(run, metrics={"test": {"kendall_tau_b": nan, "ndcg@5": 0.9}, "history": [{"ece": float("inf")}]})
+    stored = TrainingRun.objects.get(pk=run.pk).metrics
+    assert stored == {"test": {"kendall_tau_b": None, "ndcg@5": 0.9}, "history": [{"ece": None}]}
