@@ -235,7 +235,9 @@ class ExportOptions:
         if self.source not in SOURCES:
             raise ValueError(f"source must be one of {', '.join(SOURCES)}, not {self.source!r}")
         if self.max_sd is not None and (
-            isinstance(self.max_sd, bool) or not isinstance(self.max_sd, (int, float)) or not self.max_sd >= 0
+            isinstance(self.max_sd, bool)
+            or not isinstance(self.max_sd, (int, float))
+            or not 0 <= self.max_sd < math.inf  # NaN and infinity are not JSON: the record stores options
         ):
             raise ValueError(f"max_sd must be a number >= 0 or None (no sd filter), not {self.max_sd!r}")
         if isinstance(self.test_fraction, bool) or not isinstance(self.test_fraction, (int, float)) or not (

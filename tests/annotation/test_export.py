@@ -537,8 +537,9 @@ def test_export_failing_after_the_file_was_stored_removes_the_file(monkeypatch, 
 def test_bad_options_are_refused_before_anything_is_written():
     with pytest.raises(ValueError, match="source"):
         export(source="final")
-    with pytest.raises(ValueError, match="max_sd"):
-        export(max_sd=-1)
+    for bad_sd in (-1, float("nan"), float("inf")):  # NaN and infinity are not JSON either
+        with pytest.raises(ValueError, match="max_sd"):
+            export(max_sd=bad_sd)
     with pytest.raises(TypeError, match="unknown export option"):
         export(min_judgments=2)
     with pytest.raises(ValueError, match="format"):
