@@ -364,8 +364,23 @@ class NewExportForm(forms.Form):
         return {"fmt": data.pop("format"), **data}
 
 
+class ReloadsWhileBusy:
+    """Admin mixin for background jobs (exports, imports): a job's page reloads itself every
+    few seconds while the job is queued or running, so its progress and result appear."""
+
+    change_form_template = "admin/refreshing_change_form.html"  # meta refresh when refresh_seconds is set
+    busy_statuses = ("queued", "running")
+
+    def job_busy(self, **filters) -> bool:
+        return self.model.objects.filter(status__in=self.busy_statuses, **filters).exists()
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        refresh = 3 if self.job_busy(pk=object_id) else None
+        return super().change_view(request, object_id, form_url, {**(extra_context or {}), "refresh_seconds": refresh})
+
+
 @admin.register(DatasetExport)
-class DatasetExportAdmin(admin.ModelAdmin):
+class DatasetExportAdmin(ReloadsWhileBusy, admin.ModelAdmin):
     list_display = ["id", "format", "status", "progress", "exported", "created_by", "created_at", "finished_at", "download"]
     list_filter = ["format", "status"]
     list_select_related = ["created_by"]
@@ -375,7 +390,6 @@ class DatasetExportAdmin(admin.ModelAdmin):
     ]
     # The change list reloads itself while an export is queued or running (template).
     change_list_template = "admin/annotation/datasetexport/change_list.html"
-    change_form_template = "admin/refreshing_change_form.html"  # reloads while refresh_seconds is set
 
     def add_view(self, request, form_url="", extra_context=None):
         """"Add" queues a new export with the chosen filters; a worker writes it."""
@@ -395,14 +409,8 @@ class DatasetExportAdmin(admin.ModelAdmin):
         return render(request, "admin/annotation/datasetexport/new_export.html", context)
 
     def changelist_view(self, request, extra_context=None):
-        busy = DatasetExport.objects.filter(status__in=[DatasetExport.Status.QUEUED, DatasetExport.Status.RUNNING]).exists()
-        return super().changelist_view(request, {**(extra_context or {}), "refresh_seconds": 5 if busy else None})
-
-    def change_view(self, request, object_id, form_url="", extra_context=None):
-        busy = DatasetExport.objects.filter(
-            pk=object_id, status__in=[DatasetExport.Status.QUEUED, DatasetExport.Status.RUNNING]
-        ).exists()
-        return super().change_view(request, object_id, form_url, {**(extra_context or {}), "refresh_seconds": 3 if busy else None})
+        refresh = 5 if self.job_busy() else None
+        return super().changelist_view(request, {**(extra_context or {}), "refresh_seconds": refresh})
 
     @admin.display(description="progress")
     def progress(self, obj):

@@ -17,6 +17,7 @@ from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 
 from . import imports
+from .admin import ReloadsWhileBusy  # this module is loaded at the end of admin.py
 from .models import ImportBatch
 
 ERRORS_SHOWN = 500  # rows of the error table on a page
@@ -75,13 +76,12 @@ def counts_summary(batch: ImportBatch) -> str:
 
 
 @admin.register(ImportBatch)
-class ImportBatchAdmin(admin.ModelAdmin):
+class ImportBatchAdmin(ReloadsWhileBusy, admin.ModelAdmin):
     list_display = ["id", "file_name", "format", "status", "summary", "error_count", "created_by", "created_at"]
     list_filter = ["status", "format"]
     search_fields = ["file_name", "file_sha256"]
     list_select_related = ["created_by"]
     change_list_template = "admin/annotation/importbatch/change_list.html"
-    change_form_template = "admin/refreshing_change_form.html"  # reloads while queued or running
     fields = readonly_fields = [
         "file_name", "format", "status", "summary", "contexts", "counts", "error_table", "options",
         "file_sha256", "created_by", "created_at", "finished_at",
@@ -89,12 +89,6 @@ class ImportBatchAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request):
         return False  # made by the import page or manage.py import_contexts
-
-    def change_view(self, request, object_id, form_url="", extra_context=None):
-        busy = ImportBatch.objects.filter(
-            pk=object_id, status__in=[ImportBatch.Status.QUEUED, ImportBatch.Status.RUNNING]
-        ).exists()
-        return super().change_view(request, object_id, form_url, {**(extra_context or {}), "refresh_seconds": 3 if busy else None})
 
     def has_change_permission(self, request, obj=None):
         return False

@@ -860,15 +860,8 @@ def dataset_export_queue(*, fmt: str, created_by=None, **filter_overrides) -> Da
     from . import tasks
 
     export = _new_export(fmt, created_by, filter_overrides, status=DatasetExport.Status.QUEUED)
-    transaction.on_commit(lambda: _send_export_task(tasks.export_dataset, export.pk))
+    transaction.on_commit(lambda: tasks.send_or_leave_queued(tasks.export_dataset, export.pk))
     return export
-
-
-def _send_export_task(task, export_id: int) -> None:
-    try:
-        task.delay(export_id)
-    except Exception as exc:  # broker down: the record stays queued; resume_jobs re-sends
-        logger.warning("could not queue export #%s (%s); it will be re-sent", export_id, exc)
 
 
 def _stale_before():
@@ -919,7 +912,7 @@ def exports_resume() -> int:
         ).values_list("pk", flat=True)
     )
     for export_id in ids:
-        _send_export_task(tasks.export_dataset, export_id)
+        tasks.send_or_leave_queued(tasks.export_dataset, export_id)
     return len(ids)
 
 

@@ -1112,15 +1112,8 @@ def import_queue(*, data_upload, images_upload, created_by=None, allow_partial: 
     }
     batch.options = {**batch.options, "stored": stored}
     batch.save(update_fields=["options"])
-    transaction.on_commit(lambda: _send_import_task(tasks.import_batch, batch.pk))
+    transaction.on_commit(lambda: tasks.send_or_leave_queued(tasks.import_batch, batch.pk))
     return batch
-
-
-def _send_import_task(task, batch_id: int) -> None:
-    try:
-        task.delay(batch_id)
-    except Exception as exc:  # broker down: the batch stays queued; resume_jobs re-sends it
-        logger.warning("could not queue import #%s (%s); it will be re-sent", batch_id, exc)
 
 
 def import_run(batch_id: int) -> ImportBatch | None:
@@ -1166,5 +1159,5 @@ def imports_resume() -> int:
         ImportBatch.objects.filter(status=ImportBatch.Status.QUEUED, created_at__lt=cutoff).values_list("pk", flat=True)
     )
     for batch_id in ids:
-        _send_import_task(tasks.import_batch, batch_id)
+        tasks.send_or_leave_queued(tasks.import_batch, batch_id)
     return len(ids)

@@ -1,8 +1,21 @@
 """Housekeeping tasks of the annotation app."""
 
+import logging
+
 from celery import shared_task
 
 from . import services
+
+logger = logging.getLogger(__name__)
+
+
+def send_or_leave_queued(task, object_id: int) -> None:
+    """Send ``task(object_id)`` for a queued export or import. With the broker down this
+    logs and returns: the record stays queued and the periodic ``resume_jobs`` re-sends it."""
+    try:
+        task.delay(object_id)
+    except Exception as exc:  # noqa: BLE001 - any broker failure
+        logger.warning("could not send %s(%s) (%s); it will be re-sent", task.name, object_id, exc)
 
 
 @shared_task(name="annotation.expire_assignments", acks_late=True, soft_time_limit=60, time_limit=120)
