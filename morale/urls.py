@@ -30,3 +30,7 @@ if settings.MORALE_SERVE_MEDIA:
     # Only context images are public: exports and model weights under MEDIA_ROOT are not
     # (exports download through the admin and the API, researchers only).
     urlpatterns += [re_path(r"^media/(?P<path>contexts/.*)$", serve_context_image)]
+
+# Failure pages that need no database: a 503 that retries itself during a database
+# outage, the site's 500 page otherwise (morale/errors.py).
+handler500 = "morale.errors.server_error"

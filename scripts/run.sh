@@ -6,8 +6,10 @@
 #   web     gunicorn on http://127.0.0.1:${MORALE_PORT:-8000}
 #   worker  the Celery worker (queues gpu and default)
 #   beat    celery beat (schedules live in the database, editable in the admin)
-# Each one logs to var/log/<name>.log and to this terminal, prefixed with its name.
-# If one of them stops, the others are stopped too and the script exits non-zero.
+# Each one logs to var/log/<name>.log and to this terminal, prefixed with its name, and
+# writes its pid to var/run/<name>.pid. A process that dies is started again after a
+# backoff (1 s, doubling up to 60 s; back to 1 s once it has run for 2 minutes), with a
+# line in the log saying so; the others keep running. Ctrl-C (or TERM) stops all three.
 #
 # Nothing needs configuring: the defaults are a SQLite file, a filesystem Celery broker
 # and media files, all under var/. DATABASE_URL / CELERY_BROKER_URL (and every other
@@ -18,7 +20,9 @@
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$ROOT/.venv"
-LOG_DIR="$ROOT/var/log"
+VAR_DIR="${MORALE_VAR_DIR:-$ROOT/var}"  # the settings read MORALE_VAR_DIR too
+LOG_DIR="$VAR_DIR/log"
+RUN_DIR="$VAR_DIR/run"  # <name>.pid of the running processes
 PORT="${MORALE_PORT:-8000}"
 
 # The three processes. docker-compose.yml runs the same commands (bound to 0.0.0.0:8000,
@@ -71,12 +75,13 @@ except OSError:
 EOF
 }
 
-all_running() {
-    local pid
-    for pid in "${PIDS[@]}"; do kill -0 "$pid" 2>/dev/null || return 1; done
-}
-
-declare -A PIDS=()  # name -> pid of the running process
+declare -A PIDS=()        # name -> pid of the running process ("" while waiting to restart)
+declare -A STARTED_AT=()  # name -> $SECONDS when it was last started
+declare -A RESTARTS=()    # name -> restarts in a row without a calm period
+declare -A RESTART_AT=()  # name -> $SECONDS at which to start it again
+NAMES=(web worker beat)
+BACKOFF_MAX=60   # seconds between restarts, at most
+CALM_SECONDS=120 # a process that ran this long before dying restarts after 1 s again
 
 # start NAME COMMAND...: run COMMAND in the background in a session of its own, logging
 # to var/log/NAME.log and to the terminal. Its own session keeps a terminal's Ctrl-C (or a
@@ -87,24 +92,79 @@ start() {
     # The log pipe ignores INT/TERM so that it outlives the process and prints its last lines.
     setsid "$@" > >(trap '' INT TERM; tee -a "$LOG_DIR/$name.log" | sed -u "s/^/$(printf '%-6s' "$name") | /") 2>&1 &
     PIDS[$name]=$!
+    STARTED_AT[$name]=$SECONDS
+    echo "${PIDS[$name]}" >"$RUN_DIR/$name.pid"
+}
+
+# start_named NAME: start web, worker or beat with its command above.
+start_named() {
+    case "$1" in
+        web) start web "${WEB_CMD[@]}" ;;
+        worker) start worker "${WORKER_CMD[@]}" ;;
+        beat) start beat "${BEAT_CMD[@]}" ;;
+    esac
+}
+
+# supervise_once: note what has died and start it again once its backoff has passed.
+supervise_once() {
+    local name pid status ran delay
+    for name in "${NAMES[@]}"; do
+        pid=${PIDS[$name]:-}
+        if [[ -n "$pid" ]] && ! kill -0 "$pid" 2>/dev/null; then
+            status=0
+            wait "$pid" 2>/dev/null || status=$?
+            ran=$((SECONDS - STARTED_AT[$name]))
+            ((ran < CALM_SECONDS)) || RESTARTS[$name]=0
+            delay=$((1 << ${RESTARTS[$name]:-0}))
+            ((delay <= BACKOFF_MAX)) || delay=$BACKOFF_MAX
+            RESTARTS[$name]=$((${RESTARTS[$name]:-0} + 1))
+            RESTART_AT[$name]=$((SECONDS + delay))
+            PIDS[$name]=""
+            rm -f "$RUN_DIR/$name.pid"
+            log_supervisor "$name (pid $pid) exited with status $status after $ran s; restarting it in $delay s (restart ${RESTARTS[$name]})"
+        fi
+        if [[ -z "${PIDS[$name]:-}" ]] && ((SECONDS >= ${RESTART_AT[$name]:-0})); then
+            start_named "$name"
+            log_supervisor "started $name again (pid ${PIDS[$name]})"
+        fi
+    done
+}
+
+log_supervisor() {
+    echo "$(date -u '+%Y-%m-%d %H:%M:%S') run.sh: $*" | tee -a "$LOG_DIR/supervisor.log" >&2
 }
 
 # stop_all: TERM every process (gunicorn and celery then stop their own children), wait up
 # to 30 s, then KILL what is left of each one's process group.
 stop_all() {
     local name pid deadline=$((SECONDS + 30))
-    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+    for pid in "${PIDS[@]}"; do [[ -z "$pid" ]] || kill -TERM "$pid" 2>/dev/null || true; done
     for name in "${!PIDS[@]}"; do
         pid=${PIDS[$name]}
+        [[ -n "$pid" ]] || continue
         while kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.2; done
         if kill -0 "$pid" 2>/dev/null; then
             echo "run.sh: $name did not stop within 30 s; killing it" >&2
         fi
         kill -KILL -- "-$pid" 2>/dev/null || true
         wait "$pid" 2>/dev/null || true
+        rm -f "$RUN_DIR/$name.pid"
     done
     PIDS=()
     sleep 0.2  # let the log pipes print their last lines
+}
+
+# ensure_secret_key: unless SECRET_KEY is set, use (and on the first run create) a random
+# key kept in var/secret_key, readable by this user only. Sessions and completion codes
+# are signed with it: a key everybody knows from the source would let anyone forge them.
+ensure_secret_key() {
+    [[ -z "${SECRET_KEY:-}" ]] || return 0
+    local file="$VAR_DIR/secret_key"
+    if [[ ! -s "$file" ]]; then
+        (umask 077 && "$VENV/bin/python" -c 'import secrets; print(secrets.token_urlsafe(50))' >"$file")
+    fi
+    SECRET_KEY="$(<"$file")"
+    export SECRET_KEY
 }
 
 on_signal() {
@@ -118,10 +178,12 @@ main() {
     set -euo pipefail
     cd "$ROOT"
     # The settings make the broker and media folders; SQLite needs its folder to exist.
-    mkdir -p "$LOG_DIR" "${MORALE_VAR_DIR:-$ROOT/var}"
+    mkdir -p "$LOG_DIR" "$VAR_DIR"
 
     ensure_venv requirements.txt
     export PATH="$VENV/bin:$PATH"
+    ensure_secret_key
+
 
     python manage.py migrate --noinput
     python manage.py collectstatic --noinput
@@ -130,41 +192,30 @@ main() {
     trap 'on_signal 130' INT
     trap 'on_signal 143' TERM
     trap 'on_signal 129' HUP
-    start web "${WEB_CMD[@]}"
-    start worker "${WORKER_CMD[@]}"
-    start beat "${BEAT_CMD[@]}"
+    mkdir -p "$RUN_DIR"
+    local name
+    for name in "${NAMES[@]}"; do start_named "$name"; done
 
     local url="http://127.0.0.1:$PORT/" deadline=$((SECONDS + 60))
     until answers "$url"; do
-        all_running || break  # the wait below reports which one stopped
+        supervise_once
         if ((SECONDS >= deadline)); then
             echo "run.sh: nothing answers at $url after 60 s; see ${LOG_DIR#"$ROOT/"}/web.log" >&2
             break
         fi
         sleep 0.5
     done
-    if all_running; then
-        echo
-        echo "MORALE is running at $url  (Ctrl-C stops it; logs in ${LOG_DIR#"$ROOT/"}/)"
-        cat "$LOG_DIR/seed.log"
-        echo
-    fi
+    echo
+    echo "MORALE is running at $url  (Ctrl-C stops it; logs in ${LOG_DIR#"$ROOT/"}/)"
+    cat "$LOG_DIR/seed.log"
+    echo
 
-    while all_running; do
+    # Supervise until Ctrl-C / TERM (the traps above stop everything and exit).
+    while true; do
         sleep 1 &
         wait $! || true  # a background sleep lets Ctrl-C reach the trap at once
+        supervise_once
     done
-    local name status=0
-    for name in "${!PIDS[@]}"; do
-        if ! kill -0 "${PIDS[$name]}" 2>/dev/null; then
-            wait "${PIDS[$name]}" || status=$?
-            unset "PIDS[$name]"
-            echo "run.sh: $name exited with status $status; stopping the others" >&2
-            break
-        fi
-    done
-    stop_all
-    exit $((status == 0 ? 1 : status))
 }
 
 if [[ "${BASH_SOURCE[0]}" == "$0" ]]; then

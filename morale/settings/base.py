@@ -22,7 +22,9 @@ VAR_DIR = Path(env.str("MORALE_VAR_DIR", default=str(BASE_DIR / "var")))
 # The development key is only for the embedded default; production.py refuses to start
 # without SECRET_KEY in the environment.
 SECRET_KEY = env.str("SECRET_KEY", default="morale-embedded-development-key-not-for-production")
-DEBUG = env.bool("DEBUG", default=True)
+# Off unless asked for: the embedded default is a real deployment (a lab running a study on
+# one machine), and a traceback page would show annotators the settings. DEBUG=true for development.
+DEBUG = env.bool("DEBUG", default=False)
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 
@@ -153,6 +155,15 @@ def filesystem_broker_options(folder: Path) -> dict:
 CELERY_BROKER_TRANSPORT_OPTIONS = (
     filesystem_broker_options(VAR_DIR / "broker") if CELERY_BROKER_URL.startswith("filesystem://") else {}
 )
+
+
+def broker_transport_for(url: str) -> str | None:
+    """kombu's filesystem transport hands consumers half-written messages; the embedded
+    default uses the race-free one in morale/broker.py. Other URLs pick their own."""
+    return "morale.broker:Transport" if url.startswith("filesystem://") else None
+
+
+CELERY_BROKER_TRANSPORT = broker_transport_for(CELERY_BROKER_URL)
 CELERY_TASK_IGNORE_RESULT = True  # tasks write to the database; nobody waits on results
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_SERIALIZER = "json"

@@ -24,6 +24,7 @@ CELERY_BROKER_URL = env.str("MORALE_TEST_BROKER_URL", default="filesystem://loca
 CELERY_BROKER_TRANSPORT_OPTIONS = (
     filesystem_broker_options(_TEST_VAR / "broker") if CELERY_BROKER_URL.startswith("filesystem://") else {}  # noqa: F405
 )
+CELERY_BROKER_TRANSPORT = broker_transport_for(CELERY_BROKER_URL)  # noqa: F405
 MORALE_TEST_VAR = _TEST_VAR
 
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":  # noqa: F405
