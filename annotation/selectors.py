@@ -9,7 +9,7 @@ from django.conf import settings
 from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
-from modelloop import services as modelloop_services
+from modelloop import selectors as modelloop_selectors
 
 from .models import Annotator, Assignment, Context, Judgment, Scenario
 
@@ -49,9 +49,7 @@ class ReviewItem:
 
 def review_items(judgments: list[Judgment]) -> list[ReviewItem]:
     """Compare initial judgments with the model: the score stored at submit, else the current one."""
-    version = modelloop_services.model_version_current_or_none()
-    late_ids = [j.scenario_id for j in judgments if j.model_score is None]
-    late = modelloop_services.predictions_for(scenario_ids=late_ids, model_version=version)
+    late = modelloop_selectors.scores_shown(scenario_ids=[j.scenario_id for j in judgments if j.model_score is None])
     reconfirmations = {
         j.revises_id: j for j in Judgment.objects.filter(revises__in=[j.pk for j in judgments])
     }
@@ -60,9 +58,7 @@ def review_items(judgments: list[Judgment]) -> list[ReviewItem]:
         if j.model_score is not None:
             score, pending = j.model_score, False
         else:
-            pred = late.get(j.scenario_id)
-            pending = pred is None
-            score = pred.score if pred is not None and pred.status == "ok" else None
+            score, pending = late.score(j.scenario_id), late.pending(j.scenario_id)
         items.append(ReviewItem(judgment=j, model_score=score, pending=pending, reconfirmation=reconfirmations.get(j.pk)))
     return items
 

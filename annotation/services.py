@@ -23,6 +23,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Count, Exists, F, OuterRef, Q
 from django.utils import timezone
 
+from modelloop import selectors as modelloop_selectors
 from modelloop import services as modelloop_services
 
 from .images import check_image_upload
@@ -327,15 +328,6 @@ def judgment_token(page_token: uuid.UUID, key: str) -> uuid.UUID:
     return uuid.uuid5(page_token, key)
 
 
-def _model_view(scenario_ids):
-    """The current model's score per scenario (None where not scored or failed)."""
-    version = modelloop_services.model_version_current_or_none()
-    preds = modelloop_services.predictions_for(scenario_ids=scenario_ids, model_version=version)
-    scores = {sid: (p.score if p.status == "ok" else None) for sid, p in preds.items()}
-    missing = [sid for sid in scenario_ids if sid not in preds]
-    return version, scores, missing
-
-
 def assignment_submit_ratings(
     *,
     annotator: Annotator,
@@ -379,12 +371,14 @@ def assignment_submit_ratings(
                 raise AssignmentExpired()
             _assignment_renew(assignment=assignment, items=items, now=now)
 
-        version, model_scores, missing = _model_view(given_ids)
+        shown = modelloop_selectors.scores_shown(scenario_ids=given_ids)
+        version = shown.version
+        missing = [sid for sid in given_ids if shown.pending(sid)]
         scenarios = {i.scenario_id: i.scenario for i in items}
         judgments = []
         for r in checked:
             scenario = scenarios[r.scenario_id]
-            model_score = model_scores.get(r.scenario_id)
+            model_score = shown.score(r.scenario_id)
             judgment = Judgment(
                 annotator=annotator,
                 scenario=scenario,
@@ -459,15 +453,12 @@ def judgment_reconfirm(
         already = Judgment.objects.filter(revises=initial).first()
         if already is not None:
             return already
-        version = modelloop_services.model_version_current_or_none()
         shown = initial.model_score
         shown_version = initial.model_version
         if shown is None:  # the score arrived after submit: the check showed the current one
-            pred = modelloop_services.predictions_for(scenario_ids=[initial.scenario_id], model_version=version).get(
-                initial.scenario_id
-            )
-            shown = pred.score if pred and pred.status == "ok" else None
-            shown_version = version if shown is not None else None
+            current = modelloop_selectors.scores_shown(scenario_ids=[initial.scenario_id])
+            shown = current.score(initial.scenario_id)
+            shown_version = current.version if shown is not None else None
         judgment = Judgment(
             annotator=annotator,
             scenario=initial.scenario,

@@ -36,6 +36,13 @@ from django.utils import timezone
 from .baseline import BASELINE_NAME
 from .models import FeatureCacheEntry, ModelVersion, Prediction, validate_calibration
 from .scoring import FeatureScorer, Scorer, ScoringError, ScoringInput, ScoringResult, scorer_registry
+from .selectors import (  # noqa: F401 - re-exported: callers read these through services
+    NoCurrentModelVersion,
+    model_version_current,
+    model_version_current_or_none,
+    predictions_for,
+    scenario_ids_missing_prediction,
+)
 
 if TYPE_CHECKING:
     import numpy as np
@@ -59,43 +66,6 @@ LOAD_RETRY_SECONDS = 60.0
 # unbounded cache would pin every old model in (GPU) memory across promotions.
 _MAX_LOADED = 2
 _ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
-
-
-class NoCurrentModelVersion(Exception):
-    pass
-
-
-# --- selectors ---------------------------------------------------------------------------
-def model_version_current() -> ModelVersion:
-    version = ModelVersion.objects.filter(is_current=True).first()
-    if version is None:
-        raise NoCurrentModelVersion("No model version is current; promote one in the admin.")
-    return version
-
-
-def model_version_current_or_none() -> ModelVersion | None:
-    return ModelVersion.objects.filter(is_current=True).first()
-
-
-def predictions_for(*, scenario_ids: Iterable[int], model_version: ModelVersion | None) -> dict[int, Prediction]:
-    """The given version's predictions for these scenarios, by scenario id (missing: not scored)."""
-    if model_version is None:
-        return {}
-    rows = Prediction.objects.filter(model_version=model_version, scenario_id__in=list(scenario_ids))
-    return {p.scenario_id: p for p in rows}
-
-
-def scenario_ids_missing_prediction(*, model_version: ModelVersion, limit: int | None = None) -> list[int]:
-    """Active scenarios that this version has neither scored nor failed on, oldest first."""
-    from annotation.models import Scenario
-
-    qs = (
-        Scenario.objects.filter(is_retired=False, context__is_active=True)
-        .exclude(predictions__model_version=model_version)
-        .order_by("id")
-        .values_list("id", flat=True)
-    )
-    return list(qs[:limit] if limit else qs)
 
 
 # --- loading scorers ------------------------------------------------------------------------

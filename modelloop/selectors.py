@@ -1,0 +1,78 @@
+"""Reads of the model loop: the current version, its predictions, and the score shown.
+
+Imported by annotation's services and selectors (the annotator flow) and by training's
+gate; it imports annotation only for ``annotation.models``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from annotation.models import Scenario
+
+from .models import ModelVersion, Prediction
+
+
+class NoCurrentModelVersion(Exception):
+    pass
+
+
+def model_version_current() -> ModelVersion:
+    version = ModelVersion.objects.filter(is_current=True).first()
+    if version is None:
+        raise NoCurrentModelVersion("No model version is current; promote one in the admin.")
+    return version
+
+
+def model_version_current_or_none() -> ModelVersion | None:
+    return ModelVersion.objects.filter(is_current=True).first()
+
+
+def predictions_for(*, scenario_ids: Iterable[int], model_version: ModelVersion | None) -> dict[int, Prediction]:
+    """The given version's predictions for these scenarios, by scenario id (missing: not scored)."""
+    if model_version is None:
+        return {}
+    rows = Prediction.objects.filter(model_version=model_version, scenario_id__in=list(scenario_ids))
+    return {p.scenario_id: p for p in rows}
+
+
+def scenario_ids_missing_prediction(*, model_version: ModelVersion, limit: int | None = None) -> list[int]:
+    """Active scenarios that this version has neither scored nor failed on, oldest first."""
+    qs = (
+        Scenario.objects.filter(is_retired=False, context__is_active=True)
+        .exclude(predictions__model_version=model_version)
+        .order_by("id")
+        .values_list("id", flat=True)
+    )
+    return list(qs[:limit] if limit else qs)
+
+
+@dataclass(frozen=True)
+class ShownScores:
+    """The model's score that an annotator is shown for each scenario: the one rule.
+
+    ``version`` is the version the scores come from (the current one). ``score(id)`` is
+    its 1-5 score, or None when the version failed on the pair or has not scored it yet;
+    ``pending(id)`` tells the two apart (no prediction yet: scoring is still to come).
+    """
+
+    version: ModelVersion | None
+    _scores: dict[int, float | None]
+
+    def score(self, scenario_id: int) -> float | None:
+        return self._scores.get(scenario_id)
+
+    def pending(self, scenario_id: int) -> bool:
+        return scenario_id not in self._scores
+
+
+def scores_shown(*, scenario_ids: Iterable[int]) -> ShownScores:
+    """The current version's scores of these scenarios as annotators see them (one query each
+    for the version and its predictions)."""
+    version = model_version_current_or_none()
+    predictions = predictions_for(scenario_ids=scenario_ids, model_version=version)
+    return ShownScores(
+        version,
+        {sid: (p.score if p.status == Prediction.Status.OK else None) for sid, p in predictions.items()},
+    )
