@@ -34,6 +34,12 @@ CLAIM_FOLDER = "claimed"
 
 
 class Channel(filesystem.Channel):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # kombu creates none of its folders; the settings only name them.
+        for folder in (self.data_folder_in, self.data_folder_out, self.control_folder, self.processed_folder):
+            os.makedirs(folder, exist_ok=True)
+
     def _put(self, queue, payload, **kwargs):
         """Write the message under a private name, then rename it into the queue."""
         name = f"{int(round(filesystem.monotonic() * 1000))}_{uuid.uuid4()}.{queue}.msg"

@@ -3,7 +3,7 @@ import os
 from celery import Celery
 from celery.signals import worker_init, worker_process_init
 
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "morale.settings.base")
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "morale.settings.local")
 
 app = Celery("morale")
 app.config_from_object("django.conf:settings", namespace="CELERY")

@@ -1,9 +1,11 @@
 """Settings shared by every environment, read from one environment object.
 
-With nothing configured this is the embedded default: a SQLite file, a filesystem
-Celery broker and media files, all under the git-ignored ``var/`` folder. Set
-``DATABASE_URL`` / ``CELERY_BROKER_URL`` to run the same code on PostgreSQL + Redis.
-The README lists every setting.
+``local`` (the embedded default of ``./scripts/run.sh``, ``manage.py``, gunicorn and
+celery), ``production`` and ``test`` build on this module; it sets no secret key and keeps
+``DEBUG`` off. With nothing configured the data lives under the git-ignored ``var/``
+folder: a SQLite file, a filesystem Celery broker and media files. ``DATABASE_URL`` /
+``CELERY_BROKER_URL`` run the same code on PostgreSQL + Redis. Importing it creates no
+files or folders. The README lists every setting.
 """
 
 from pathlib import Path
@@ -19,12 +21,8 @@ env.read_env(BASE_DIR / ".env")  # optional; real environment variables win
 VAR_DIR = Path(env.str("MORALE_VAR_DIR", default=str(BASE_DIR / "var")))
 
 # --- Django core -----------------------------------------------------------------
-# The development key is only for the embedded default; production.py refuses to start
-# without SECRET_KEY in the environment.
-SECRET_KEY = env.str("SECRET_KEY", default="morale-embedded-development-key-not-for-production")
-# Off unless asked for: the embedded default is a real deployment (a lab running a study on
-# one machine), and a traceback page would show annotators the settings. DEBUG=true for development.
-DEBUG = env.bool("DEBUG", default=False)
+# SECRET_KEY: set by local.py (a development default), production.py (required) and test.py.
+DEBUG = False
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 
@@ -137,8 +135,8 @@ CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="filesystem://localhost
 
 def filesystem_broker_options(folder: Path) -> dict:
     """kombu's filesystem transport: one folder in and out, so producers and consumers
-    on this host share the queue files. kombu does not create the folders itself."""
-    options = {
+    on this host share the queue files (morale/broker.py creates the folders on first use)."""
+    return {
         "data_folder_in": str(folder / "queue"),
         "data_folder_out": str(folder / "queue"),
         "control_folder": str(folder / "control"),
@@ -147,9 +145,6 @@ def filesystem_broker_options(folder: Path) -> dict:
         # kombu polls the folder; its 1 s default would add up to a second to every scoring hop.
         "polling_interval": 0.1,
     }
-    for name in ("queue", "control", "processed"):
-        (folder / name).mkdir(parents=True, exist_ok=True)
-    return options
 
 
 CELERY_BROKER_TRANSPORT_OPTIONS = (

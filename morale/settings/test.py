@@ -8,6 +8,8 @@ from pathlib import Path
 
 from .base import *  # noqa: F403
 
+SECRET_KEY = "morale-test-key-not-secret"
+
 _TEST_VAR = Path(tempfile.mkdtemp(prefix="morale-test-"))
 MEDIA_ROOT = _TEST_VAR / "media"
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

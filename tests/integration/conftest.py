@@ -41,7 +41,7 @@ def process_env(**extra) -> dict:
     """Environment for a worker/web process that shares this test run's database and broker."""
     env = dict(os.environ)
     env.update(
-        DJANGO_SETTINGS_MODULE="morale.settings.base",
+        DJANGO_SETTINGS_MODULE="morale.settings.local",
         DATABASE_URL=database_url(),
         CELERY_BROKER_URL=settings.CELERY_BROKER_URL,
         MORALE_VAR_DIR=str(settings.MORALE_TEST_VAR),  # same filesystem-broker folders

@@ -112,7 +112,7 @@ def test_the_api_answers_json_during_an_outage():
 
 def test_debug_is_off_unless_asked_for(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("DEBUG", "DATABASE_URL")}
-    env.update(DJANGO_SETTINGS_MODULE="morale.settings.base", MORALE_VAR_DIR=str(tmp_path))
+    env.update(DJANGO_SETTINGS_MODULE="morale.settings.local", MORALE_VAR_DIR=str(tmp_path))
     code = "import django; django.setup(); from django.conf import settings; print(settings.DEBUG)"
     off = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     on = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env={**env, "DEBUG": "true"},
