@@ -1,47 +1,9 @@
-"""Quality control of annotators and items (paper, section 3.2: canary checks > 98% pass,
-per-annotator variance screening; section 3.3: items with sd > 1.2 removed).
+"""Quality control of annotators (paper, section 3.2): per-annotator figures and flags,
+``quality_refresh`` (celery beat) with its automatic pause, and the reads of the stored flags.
 
-Flags only suggest: ``quality_refresh`` (celery beat, every
-``MORALE_QUALITY_INTERVAL_SECONDS``) stores each annotator's flags and the figures behind
-them in ``Annotator.quality``; a researcher confirms a screening (``annotator_screen_out``)
-or lifts it (``annotator_reinstate``). The one automatic decision is the pause of an
-annotator who fails too many canaries. Every status change writes an
-``AnnotatorScreening`` row (who, when, why) in the same transaction. A paused or
-screened-out annotator gets no new page (``services.assignment_get_or_create`` and the
-annotator views refuse inactive annotators), and the page they had open expires at once,
-so its scenarios go back to the pool instead of waiting out the page's TTL. A
-screened-out annotator's judgments stay stored; exports and the dataset figures leave
-them out.
-
-Per-annotator figures (``annotator_stats``; four queries for all annotators together,
-then numpy):
-
-- **canaries**: initial answers to canary scenarios and how many fell inside the
-  canary's range (the answer after a grounding check is not counted: it was given after
-  seeing the model's score). ``canary_pass_rate`` below ``MORALE_CANARY_WARN_RATE``
-  flags the annotator once they answered ``MORALE_CANARY_MIN_CHECKS``; below
-  ``MORALE_CANARY_PAUSE_RATE`` they are paused. For the pause only the canaries answered
-  since the last reinstatement count, so lifting a pause is not undone by the next run.
-
-The rest is over the annotator's initial judgments of non-canary scenarios and runs once
-they have ``MORALE_SCREEN_MIN_JUDGMENTS`` of them:
-
-- **too fast**: share of judgments with ``seconds_spent`` (the page's time divided by its
-  scenarios) below ``MORALE_TOO_FAST_SECONDS``, over the timed ones; flagged above
-  ``MORALE_TOO_FAST_SHARE``;
-- **constant**: one score for everything;
-- **straight-lining**: the same score on every scenario of a page, on more than
-  ``MORALE_SCREEN_STRAIGHT_LINE_SHARE`` of the pages with at least two scenarios;
-- **low correlation**: Pearson correlation between the annotator's scores and the
-  leave-one-out item means (the mean of the *other* raters of the same scenario) over
-  the scenarios with at least two other raters, flagged below
-  ``MORALE_SCREEN_MIN_CORRELATION`` once ``MORALE_SCREEN_MIN_JUDGMENTS`` such scenarios
-  exist. Screened-out annotators never count as "other raters";
-- **outlying variance**: the variance (ddof=1) of the annotator's scores, as a robust
-  z-score over the annotators who qualify (``(v - median) / (1.4826 * MAD)``; when the
-  MAD is 0, the mean absolute deviation x 1.2533 instead; at least 3 annotators);
-  ``|z|`` above ``MORALE_SCREEN_VARIANCE_Z`` is flagged (too high: random answers; too
-  low: little use of the scale).
+Flags only suggest; the status changes themselves are ``annotation.services_screening``;
+the high-variance items are ``items.flagged_items``. Every figure and flag is defined in
+docs/quality-control.md.
 """
 
 from __future__ import annotations
@@ -52,25 +14,18 @@ from django.db import transaction
 from django.db.models import Max
 from django.utils import timezone
 
-from . import analysis
-from .models import Annotator, AnnotatorScreening, Assignment, Judgment, Scenario
+from ..models import Annotator, AnnotatorScreening, Judgment, Scenario
+from ..services_screening import annotator_pause
+from .numbers import json_number, ratio
 
 VARIANCE_Z_MIN_ANNOTATORS = 3  # a robust z over fewer annotators says nothing
 CORRELATION_MIN_ITEMS = 3  # below this no correlation is reported at all
 _SCREENED = Annotator.Status.SCREENED_OUT.value
 
 
-def _rate(part, whole):
-    return float(part) / float(whole) if whole else None
-
-
-def _float(x):
-    return None if x is None or not np.isfinite(x) else float(x)
-
-
 # --- per-annotator figures ----------------------------------------------------------------------
 def annotator_stats() -> dict[int, dict]:
-    """Figures behind the quality flags, per annotator id (module docstring).
+    """Figures behind the quality flags, per annotator id (docs/quality-control.md).
 
     Every annotator has an entry; figures that do not apply yet are None.
     """
@@ -178,17 +133,17 @@ def _judgment_figures(stats: dict, ids: np.ndarray, screened: np.ndarray, rows: 
         stats[int(pk)].update(
             {
                 "judgments": int(n[i]),
-                "mean_score": _float(mean[i]),
-                "variance": _float(variance[i]),
-                "variance_z": _float(z[i]),
+                "mean_score": json_number(mean[i]),
+                "variance": json_number(variance[i]),
+                "variance_z": json_number(z[i]),
                 "distinct_scores": int(distinct[i]),
                 "timed": int(timed[i]),
                 "too_fast": int(fast[i]),
-                "too_fast_share": _rate(fast[i], timed[i]),
+                "too_fast_share": ratio(fast[i], timed[i]),
                 "pages": int(pages[i]),
                 "straight_pages": int(straight[i]),
-                "straight_share": _rate(straight[i], pages[i]),
-                "correlation": _float(corr[i]),
+                "straight_share": ratio(straight[i], pages[i]),
+                "correlation": json_number(corr[i]),
                 "correlation_items": int(corr_items[i]),
             }
         )
@@ -227,7 +182,7 @@ def _canary_figures(stats: dict, canaries: list, reinstated: dict) -> None:
             {
                 "canary_checks": checks,
                 "canary_passed": passed,
-                "canary_pass_rate": _rate(passed, checks),
+                "canary_pass_rate": ratio(passed, checks),
                 "reinstated_at": since.isoformat() if since else None,
                 "canary_checks_since_reinstated": recent,
                 "canary_passed_since_reinstated": recent_passed,
@@ -350,129 +305,7 @@ def quality_refresh(*, now=None) -> dict:
     return {"annotators": len(stats), "flagged": flagged, "paused": paused, "checked_at": now.isoformat()}
 
 
-# --- status changes (researchers' decisions and the automatic pause) ------------------------------
-def _reasons_list(reasons) -> list[dict]:
-    """Reasons as [{"code", "message"}]: quality flags as they are, free text as a "note"."""
-    if reasons is None:
-        return []
-    if isinstance(reasons, (str, dict)):
-        reasons = [reasons]
-    out = []
-    for reason in reasons:
-        if isinstance(reason, dict):
-            out.append({"code": str(reason.get("code") or "note"), "message": str(reason.get("message") or "")})
-        elif str(reason).strip():
-            out.append({"code": "note", "message": str(reason).strip()})
-    return out
-
-
-def _status_change(annotator: Annotator, *, action: str, to: str, allowed_from: tuple, by, reasons: list[dict]):
-    with transaction.atomic():
-        locked = Annotator.objects.select_for_update().get(pk=annotator.pk)
-        if locked.status not in allowed_from:
-            annotator.status, annotator.status_reason = locked.status, locked.status_reason
-            return None
-        locked.status = to
-        locked.status_reason = "; ".join(r["message"] for r in reasons if r["message"])
-        locked.full_clean()
-        locked.save(update_fields=["status", "status_reason"])
-        screening = AnnotatorScreening(annotator=locked, action=action, reasons=reasons, decided_by=by)
-        screening.full_clean()
-        screening.save()
-        if to != Annotator.Status.ACTIVE:
-            # Their open page gives its scenarios back to the pool at once, not after its TTL.
-            Assignment.objects.filter(annotator=locked, status=Assignment.Status.ACTIVE).update(
-                status=Assignment.Status.EXPIRED
-            )
-    annotator.status, annotator.status_reason = locked.status, locked.status_reason
-    return screening
-
-
-def annotator_screen_out(annotator: Annotator, *, by, reasons=None) -> AnnotatorScreening | None:
-    """A researcher confirms a screening: the annotator gets no more work, and exports and
-    dataset figures leave their judgments out (the rows stay stored).
-
-    ``by``: the deciding user (None: automatic). ``reasons``: quality flags, text, or a
-    list of either; default the annotator's current quality flags. Returns the new
-    ``AnnotatorScreening`` row, or None when the annotator was screened out already.
-    """
-    if reasons is None:
-        reasons = (annotator.quality or {}).get("flags") or []
-    return _status_change(
-        annotator,
-        action=AnnotatorScreening.Action.SCREEN_OUT,
-        to=Annotator.Status.SCREENED_OUT,
-        allowed_from=(Annotator.Status.ACTIVE, Annotator.Status.PAUSED),
-        by=by,
-        reasons=_reasons_list(reasons),
-    )
-
-
-def annotator_pause(annotator: Annotator, *, by=None, reasons=None) -> AnnotatorScreening | None:
-    """Stop giving an active annotator work until someone reinstates them; their judgments
-    stay in exports. None when they were not active (paused or screened out already)."""
-    return _status_change(
-        annotator,
-        action=AnnotatorScreening.Action.PAUSE,
-        to=Annotator.Status.PAUSED,
-        allowed_from=(Annotator.Status.ACTIVE,),
-        by=by,
-        reasons=_reasons_list(reasons),
-    )
-
-
-def annotator_reinstate(annotator: Annotator, *, by, note: str = "") -> AnnotatorScreening | None:
-    """Lift a pause or a screening: active again, judgments back in exports.
-
-    None when the annotator was active already. Canaries failed before this moment no
-    longer count towards the automatic pause.
-    """
-    return _status_change(
-        annotator,
-        action=AnnotatorScreening.Action.REINSTATE,
-        to=Annotator.Status.ACTIVE,
-        allowed_from=(Annotator.Status.PAUSED, Annotator.Status.SCREENED_OUT),
-        by=by,
-        reasons=_reasons_list(note),
-    )
-
-
-# --- selectors for the researchers' pages -----------------------------------------------------------
-def flagged_items(*, max_sd: float | None = None, limit: int | None = 100, table=None) -> dict:
-    """Scenarios whose score sd (ddof=1, over the judgments an export uses) is above
-    ``max_sd`` (default ``MORALE_EXPORT_MAX_SD``): the items the export drops.
-
-    ``{"max_sd", "scenarios", "with_sd", "flagged", "share", "items": [{"scenario_id",
-    "context_id", "text", "n", "mean", "sd", "scores"}]}``, highest sd first, at most
-    ``limit`` items (None: all); ``share`` is flagged / scenarios with a judgment (the
-    paper removes about 4.8%).
-    """
-    table = table if table is not None else analysis.judgment_table()
-    dispersion = analysis.item_dispersion(table, max_sd=max_sd)
-    ids = dispersion["flagged_ids"] if limit is None else dispersion["flagged_ids"][:limit]
-    texts = {pk: (context_id, text) for pk, context_id, text in Scenario.objects.filter(pk__in=ids).values_list("pk", "context_id", "text")}
-    units = np.searchsorted(table.scenario_ids, np.asarray(ids, dtype=np.int64))
-    wanted = np.isin(table.unit, units)
-    scores: dict[int, list[int]] = {}
-    for unit, score in zip(table.unit[wanted].tolist(), table.score[wanted].tolist()):
-        scores.setdefault(unit, []).append(score)
-    items = []
-    for i, pk in enumerate(ids):
-        context_id, text = texts.get(pk, (None, ""))
-        items.append(
-            {
-                "scenario_id": pk,
-                "context_id": context_id,
-                "text": text,
-                "n": dispersion["flagged_n"][i],
-                "mean": dispersion["flagged_mean"][i],
-                "sd": dispersion["flagged_sd"][i],
-                "scores": sorted(scores.get(int(units[i]), [])),
-            }
-        )
-    return {k: dispersion[k] for k in ("max_sd", "scenarios", "with_sd", "flagged", "share")} | {"items": items}
-
-
+# --- reads of the stored flags (the quality page, the dashboard) ---------------------------------------
 def flagged_annotators() -> list[dict]:
     """Annotators with a quality flag or not active, for the researchers' quality page:
     ``[{"id", "username", "status", "status_display", "status_reason", "flags", "stats",
@@ -499,3 +332,50 @@ def flagged_annotators() -> list[dict]:
             )
     rows.sort(key=lambda r: (-len(r["flags"]), r["id"]))
     return rows
+
+
+def annotator_quality_summary() -> dict:
+    """The stored quality flags (``quality_refresh``), summarised.
+
+    ``{"annotators", "checked", "last_checked_at", "by_status", "flag_counts": {code: n},
+    "flagged": n with any flag, "canary_rates": [pass rate of each annotator with enough
+    canaries], "canary_histogram": [{"low", "high", "n"}]}``.
+    """
+    min_checks = settings.MORALE_CANARY_MIN_CHECKS
+    flag_counts: dict[str, int] = {}
+    by_status: dict[str, int] = {s: 0 for s in Annotator.Status.values}
+    rates = []
+    flagged = checked = 0
+    last = None
+    for status, quality, checked_at in Annotator.objects.order_by().values_list("status", "quality", "quality_checked_at"):
+        by_status[status] = by_status.get(status, 0) + 1
+        if checked_at is not None:
+            checked += 1
+            last = checked_at if last is None or checked_at > last else last
+        quality = quality if isinstance(quality, dict) else {}
+        flags = quality.get("flags") or []
+        if flags:
+            flagged += 1
+        for flag in flags:
+            code = flag.get("code", "?") if isinstance(flag, dict) else str(flag)
+            flag_counts[code] = flag_counts.get(code, 0) + 1
+        stats = quality.get("stats") or {}
+        rate = stats.get("canary_pass_rate")
+        if isinstance(rate, (int, float)) and (stats.get("canary_checks") or 0) >= min_checks:
+            rates.append(float(rate))
+    edges = [0.0, 0.5, 0.8, 0.9, 0.95, 0.98, 1.0]
+    histogram = []
+    for i, (low, high) in enumerate(zip(edges, edges[1:])):
+        last_bin = i == len(edges) - 2
+        n = sum(1 for r in rates if low <= r < high or (last_bin and r == high))
+        histogram.append({"low": low, "high": high, "n": n})
+    return {
+        "annotators": sum(by_status.values()),
+        "checked": checked,
+        "last_checked_at": last.isoformat() if last else None,
+        "by_status": by_status,
+        "flag_counts": dict(sorted(flag_counts.items())),
+        "flagged": flagged,
+        "canary_rates": sorted(rates),
+        "canary_histogram": histogram,
+    }

@@ -4,9 +4,9 @@ here), so the names live in the ``annotation`` namespace: ``annotation:dashboard
 
 from django.urls import path
 
-from . import research_views
+from . import views
 
 urlpatterns = [
-    path("", research_views.dashboard, name="dashboard"),
-    path("quality/", research_views.quality_list, name="quality"),
+    path("", views.dashboard, name="dashboard"),
+    path("quality/", views.quality_list, name="quality"),
 ]

@@ -1,0 +1,32 @@
+# TEMPORARY restructure shim: re-exports annotation.research (agreement, items, process, model_versions, quality, dashboard); the lead removes it after the merge.
+"""Old path of the agreement and analysis figures; they live in ``annotation.research``."""
+
+from annotation.research.agreement import (  # noqa: F401
+    _NO_LABEL,
+    MODALITIES,
+    NO_BATCH,
+    SCORES,
+    JudgmentRows,
+    JudgmentTable,
+    _flag,
+    _int_matrix,
+    _pair_key,
+    alpha_from_counts,
+    judgment_table,
+    krippendorff_alphas,
+    load_rows,
+    majority_modality,
+    modality_agreement,
+    rating_distribution,
+)
+from annotation.research.dashboard import DASHBOARD_CACHE_KEY, dashboard_bundle  # noqa: F401
+from annotation.research.items import (  # noqa: F401
+    EXTREME_SHIFT,
+    SHIFT_NEUTRAL_BAND,
+    item_dispersion,
+    judgment_shifts,
+    text_label_scores,
+)
+from annotation.research.model_versions import MODEL_METRIC_KEYS, model_metrics  # noqa: F401
+from annotation.research.process import collection_progress, disagreement_rates, revision_rates  # noqa: F401
+from annotation.research.quality import annotator_quality_summary  # noqa: F401
