@@ -1,12 +1,4 @@
-"""Routes of the researchers' pages. Included inside ``annotation/urls.py`` (no app_name
-here), so the names live in the ``annotation`` namespace: ``annotation:dashboard``,
-``annotation:quality``."""
+# TEMPORARY restructure shim: re-exports annotation.research.urls; the lead removes it after the merge.
+"""Old path of the researchers' routes; they live in ``annotation.research.urls``."""
 
-from django.urls import path
-
-from . import research_views
-
-urlpatterns = [
-    path("", research_views.dashboard, name="dashboard"),
-    path("quality/", research_views.quality_list, name="quality"),
-]
+from annotation.research.urls import urlpatterns  # noqa: F401

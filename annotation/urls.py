@@ -17,5 +17,5 @@ urlpatterns = [
     path("enter/", views.crowd_entry, name="crowd_entry"),
     path("accounts/signup/", views.signup, name="signup"),
     # The researchers' dashboard and quality list: annotation:dashboard, annotation:quality.
-    path("research/", include("annotation.research_urls")),
+    path("research/", include("annotation.research.urls")),
 ]

@@ -1,11 +1,11 @@
-"""Quality control (annotation.quality): per-annotator figures against independent
-computations (scipy's pearsonr, hand counts), flags, the automatic pause, screening and
-reinstating, and what a screening does to exports and to assignment."""
+"""Quality control (annotation.research.quality): per-annotator figures against independent
+computations (scipy's pearsonr, hand counts), flags, the automatic pause, the summary of the
+stored flags; screening and reinstating (annotation.services_screening), and what a
+screening does to exports and to assignment."""
 
 import statistics
 import uuid
 
-import numpy as np
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
@@ -13,8 +13,9 @@ from django.urls import reverse
 from django.utils import timezone
 from scipy.stats import pearsonr
 
-from annotation import exports, quality, services, tasks
+from annotation import exports, services, services_screening, tasks
 from annotation.models import Annotator, AnnotatorScreening, Assignment, Judgment
+from annotation.research import quality
 from morale.periodic import PERIODIC_TASKS
 from tests.factories import AnnotatorFactory, UserFactory, make_canary, make_context
 
@@ -111,7 +112,7 @@ def test_screened_out_annotators_are_not_other_raters_in_item_means():
     for annotator, row in zip(annotators, scores):
         for p, scenarios in enumerate(pages):
             rate_page(annotator, scenarios, row[4 * p : 4 * p + 4])
-    quality.annotator_screen_out(annotators[3], by=None, reasons=["test"])
+    services_screening.annotator_screen_out(annotators[3], by=None, reasons=["test"])
     stats = quality.annotator_stats()
     # Each of the first three now has only two other raters: the other two of the first three.
     for i in range(3):
@@ -236,7 +237,7 @@ def test_reinstated_annotator_is_not_paused_again_for_old_canaries_but_is_for_ne
     quality.quality_refresh()
     annotator.refresh_from_db()
     assert annotator.status == Annotator.Status.PAUSED
-    quality.annotator_reinstate(annotator, by=researcher, note="talked to them; instructions were unclear")
+    services_screening.annotator_reinstate(annotator, by=researcher, note="talked to them; instructions were unclear")
     assert quality.quality_refresh()["paused"] == []
     annotator.refresh_from_db()
     assert annotator.status == Annotator.Status.ACTIVE
@@ -252,13 +253,13 @@ def test_screen_out_and_reinstate_round_trip_with_history():
     annotator = AnnotatorFactory()
     Annotator.objects.filter(pk=annotator.pk).update(quality={"flags": [{"code": "constant", "message": "All 4s."}], "stats": {}})
     annotator.refresh_from_db()
-    row = quality.annotator_screen_out(annotator, by=researcher, reasons=None)  # confirms the current flags
+    row = services_screening.annotator_screen_out(annotator, by=researcher, reasons=None)  # confirms the current flags
     assert row is not None and row.action == "screen_out" and row.decided_by == researcher
     assert row.reasons == [{"code": "constant", "message": "All 4s."}]
     annotator.refresh_from_db()
     assert annotator.status == Annotator.Status.SCREENED_OUT and annotator.status_reason == "All 4s."
 
-    back = quality.annotator_reinstate(annotator, by=researcher, note="appeal accepted")
+    back = services_screening.annotator_reinstate(annotator, by=researcher, note="appeal accepted")
     annotator.refresh_from_db()
     assert back.action == "reinstate" and back.reasons == [{"code": "note", "message": "appeal accepted"}]
     assert annotator.status == Annotator.Status.ACTIVE and annotator.status_reason == "appeal accepted"
@@ -268,17 +269,17 @@ def test_screen_out_and_reinstate_round_trip_with_history():
 def test_status_changes_are_idempotent():
     researcher = UserFactory(is_staff=True)
     annotator = AnnotatorFactory()
-    assert quality.annotator_reinstate(annotator, by=researcher) is None  # active already
-    assert quality.annotator_screen_out(annotator, by=researcher, reasons="copy-pasted answers") is not None
-    assert quality.annotator_screen_out(annotator, by=researcher, reasons="again") is None
-    assert quality.annotator_pause(annotator, by=researcher, reasons="pause") is None  # screened is stronger
+    assert services_screening.annotator_reinstate(annotator, by=researcher) is None  # active already
+    assert services_screening.annotator_screen_out(annotator, by=researcher, reasons="copy-pasted answers") is not None
+    assert services_screening.annotator_screen_out(annotator, by=researcher, reasons="again") is None
+    assert services_screening.annotator_pause(annotator, by=researcher, reasons="pause") is None  # screened is stronger
     annotator.refresh_from_db()
     assert annotator.status == Annotator.Status.SCREENED_OUT and annotator.status_reason == "copy-pasted answers"
     assert AnnotatorScreening.objects.filter(annotator=annotator).count() == 1
     paused = AnnotatorFactory()
-    assert quality.annotator_pause(paused, by=None, reasons=["away"]) is not None
-    assert quality.annotator_pause(paused, by=None, reasons=["away"]) is None
-    assert quality.annotator_screen_out(paused, by=researcher, reasons=["confirmed"]) is not None  # paused -> screened
+    assert services_screening.annotator_pause(paused, by=None, reasons=["away"]) is not None
+    assert services_screening.annotator_pause(paused, by=None, reasons=["away"]) is None
+    assert services_screening.annotator_screen_out(paused, by=researcher, reasons=["confirmed"]) is not None  # paused -> screened
     assert list(paused.screenings.order_by("id").values_list("action", flat=True)) == ["pause", "screen_out"]
 
 
@@ -287,15 +288,15 @@ def test_paused_or_screened_annotators_get_no_new_pages_and_their_open_page_is_f
     annotator = AnnotatorFactory()
     page = services.assignment_get_or_create(annotator=annotator)
     assert page is not None and page.status == Assignment.Status.ACTIVE
-    quality.annotator_pause(annotator, by=None, reasons="test")
+    services_screening.annotator_pause(annotator, by=None, reasons="test")
     page.refresh_from_db()
     assert page.status == Assignment.Status.EXPIRED
     with pytest.raises(services.AnnotatorNotActive):
         services.assignment_get_or_create(annotator=annotator)
-    quality.annotator_screen_out(annotator, by=None, reasons="test")
+    services_screening.annotator_screen_out(annotator, by=None, reasons="test")
     with pytest.raises(services.AnnotatorNotActive):
         services.assignment_get_or_create(annotator=annotator)
-    quality.annotator_reinstate(annotator, by=None)
+    services_screening.annotator_reinstate(annotator, by=None)
     assert services.assignment_get_or_create(annotator=annotator) is not None
     assert len(scenarios) == 4
 
@@ -306,7 +307,7 @@ def test_inactive_annotators_see_the_no_work_page(client, action):
     annotator = AnnotatorFactory()
     client.force_login(annotator.user)
     assert client.get(reverse("annotation:next")).status_code == 302  # to their new page
-    getattr(quality, f"annotator_{action}")(annotator, by=None, reasons="test")
+    getattr(services_screening, f"annotator_{action}")(annotator, by=None, reasons="test")
     response = client.get(reverse("annotation:next"))
     assert response.status_code == 403 and b"No work available" in response.content
 
@@ -316,31 +317,37 @@ def test_screened_annotators_judgments_stay_stored_and_are_left_out_of_exports()
     kept, screened = AnnotatorFactory(), AnnotatorFactory()
     rate_page(kept, scenarios, [4, 5])
     rate_page(screened, scenarios, [3, 4])  # within the sd limit of the export
-    quality.annotator_screen_out(screened, by=UserFactory(is_staff=True), reasons=["constant"])
+    services_screening.annotator_screen_out(screened, by=UserFactory(is_staff=True), reasons=["constant"])
     assert Judgment.objects.filter(annotator=screened).count() == 2  # still stored
     record = exports.dataset_export_create(fmt="jsonl")
     lines = list(exports.iter_export(record.file.path))
     ids = {j["annotator_id"] for line in lines for s in line["scenarios"] for j in s["judgments"]}
     assert ids == {str(kept.public_id)}
     assert record.counts["dropped"]["screened_judgments"] == 2
-    quality.annotator_reinstate(screened, by=None, note="")
+    services_screening.annotator_reinstate(screened, by=None, note="")
     record = exports.dataset_export_create(fmt="jsonl")
     assert record.counts["dropped"]["screened_judgments"] == 0 and record.counts["judgments"] == 4
 
 
-# --- items --------------------------------------------------------------------------------------
-def test_flagged_items_lists_high_variance_scenarios_with_their_scores():
-    (scenarios,) = contexts_with(1, per_context=3)
-    raters = [AnnotatorFactory() for _ in range(3)]
-    for rater, row in zip(raters, [[1, 3, 2], [5, 4, 2], [3, 3, 3]]):
-        rate_page(rater, scenarios, row)
-    result = quality.flagged_items()
-    assert result["flagged"] == 1 and result["scenarios"] == 3 and result["share"] == pytest.approx(1 / 3)
-    (item,) = result["items"]
-    assert item["scenario_id"] == scenarios[0].pk and item["text"] == scenarios[0].text
-    assert item["scores"] == [1, 3, 5] and item["sd"] == pytest.approx(float(np.std([1, 5, 3], ddof=1)))
-    assert item["mean"] == pytest.approx(3.0) and item["n"] == 3
-    assert quality.flagged_items(max_sd=0.5)["flagged"] == 3  # the other two: sd 0.577
+# --- the stored flags, summarised for the dashboard --------------------------------------------
+def test_annotator_quality_summary_counts_stored_flags():
+    a, b, c = AnnotatorFactory(), AnnotatorFactory(), AnnotatorFactory()
+    Annotator.objects.filter(pk=a.pk).update(
+        quality={"flags": [{"code": "too_fast", "message": "x"}, {"code": "constant", "message": "y"}],
+                 "stats": {"canary_checks": 10, "canary_pass_rate": 0.7}},
+        quality_checked_at=timezone.now(),
+    )
+    Annotator.objects.filter(pk=b.pk).update(
+        quality={"flags": [{"code": "too_fast", "message": "x"}], "stats": {"canary_checks": 2, "canary_pass_rate": 0.5}},
+        quality_checked_at=timezone.now(),
+    )
+    Annotator.objects.filter(pk=c.pk).update(quality={"flags": [], "stats": {"canary_checks": 6, "canary_pass_rate": 1.0}})
+    summary = quality.annotator_quality_summary()
+    assert summary["flag_counts"] == {"constant": 1, "too_fast": 2}
+    assert summary["flagged"] == 2 and summary["checked"] == 2
+    assert summary["canary_rates"] == [0.7, 1.0]  # b answered too few canaries
+    hist = {(h["low"], h["high"]): h["n"] for h in summary["canary_histogram"]}
+    assert hist[(0.5, 0.8)] == 1 and hist[(0.98, 1.0)] == 1 and sum(hist.values()) == 2
 
 
 # --- the periodic task -------------------------------------------------------------------------------

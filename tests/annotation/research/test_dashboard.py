@@ -1,19 +1,22 @@
-"""The researchers' dashboard (/research/) and quality page: who may see them, and that
-every figure is drawn with a title and carries its numbers in a data table."""
+"""The researchers' dashboard (/research/) and quality page (annotation.research.views and
+.dashboard): who may see them, that every figure is drawn with a title and carries its
+numbers in a data table, and that the figures behind them are JSON and cached."""
 
+import json
+import math
 import re
-import uuid
 from html import unescape
 
 import pytest
 from django.core.cache import cache
 from django.urls import reverse
-from django.utils import timezone
 
-from annotation import analysis, quality, services
+from annotation import services, services_screening
+from annotation.models import Annotator, Judgment
+from annotation.research import agreement, dashboard
 from annotation.roles import researcher_make
-from annotation.models import Annotator, Assignment, Judgment
 from modelloop.models import ModelVersion
+from tests.annotation.research.builders import K2011, judge, k2011_matrix, rated
 from tests.factories import AnnotatorFactory, UserFactory, make_context
 
 pytestmark = pytest.mark.django_db
@@ -37,18 +40,6 @@ def researcher_client(client):
     researcher_make(user)
     client.force_login(user)
     return client
-
-
-def judge(annotator, scenario, score, modality, model_score=None):
-    page = Assignment.objects.create(
-        annotator=annotator, context=scenario.context, status=Assignment.Status.COMPLETED, expires_at=timezone.now()
-    )
-    version = ModelVersion.objects.get(is_current=True) if model_score is not None else None
-    return Judgment.objects.create(
-        annotator=annotator, scenario=scenario, assignment=page, score=score, modality=modality,
-        model_version=version, model_score=model_score, delta=abs(score - model_score) if model_score else None,
-        seconds_spent=5.0, client_token=uuid.uuid4(),
-    )
 
 
 def some_data():
@@ -162,8 +153,24 @@ def test_shift_and_agreement_tables_match_hand_counts(client):
     ]
     # modality agreement: text 2/3, image 2/3, both 2/3
     assert [row[:2] for row in table_of(html, "modality-agreement")] == [["text", "66.7%"], ["image", "66.7%"], ["both", "66.7%"]]
-    alpha = analysis.krippendorff_alphas()["overall"]
+    alpha = agreement.krippendorff_alphas()["overall"]
     assert table_of(html, "alpha")[0][:2] == ["overall", f"{alpha['interval']:.3f}"]
+
+
+def test_dashboard_bundle_is_json_and_cached(settings, django_assert_num_queries):
+    settings.MORALE_DASHBOARD_CACHE_SECONDS = 60
+    cache.clear()
+    rated(k2011_matrix(), labels=[1, 0, -1] * 4)
+    bundle = dashboard.dashboard_bundle()
+    assert json.loads(json.dumps(bundle)) == bundle
+    assert round(bundle["alpha"]["overall"]["interval"], 3) == 0.849
+    assert bundle["ratings"]["total"] == sum(1 for row in K2011 for v in row if not math.isnan(v))
+    with django_assert_num_queries(0):
+        assert dashboard.dashboard_bundle() == bundle
+    judge(AnnotatorFactory(), Judgment.objects.first().scenario, 5)
+    assert dashboard.dashboard_bundle(use_cache=False)["ratings"]["total"] == bundle["ratings"]["total"] + 1
+    cache.clear()
+
 
 
 def test_quality_page_lists_flagged_annotators_and_items_with_text_escaped(client):
@@ -174,7 +181,7 @@ def test_quality_page_lists_flagged_annotators_and_items_with_text_escaped(clien
     for rater, (a, b) in zip(raters, [(1, 4), (5, 4), (3, 5)]):
         judge(rater, nasty, a, "text")
         judge(rater, calm, b, "text")
-    quality.annotator_pause(raters[0], by=None, reasons=["away for a week"])
+    services_screening.annotator_pause(raters[0], by=None, reasons=["away for a week"])
     html = researcher_client(client).get(reverse("annotation:quality")).content.decode()
     assert "<script>alert" not in html
     assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt; shove the child" in html

@@ -1,0 +1,12 @@
+"""Routes of the researchers' pages. Included inside ``annotation/urls.py`` (no app_name
+here), so the names live in the ``annotation`` namespace: ``annotation:dashboard``,
+``annotation:quality``."""
+
+from django.urls import path
+
+from . import views
+
+urlpatterns = [
+    path("", views.dashboard, name="dashboard"),
+    path("quality/", views.quality_list, name="quality"),
+]
