@@ -1,5 +1,10 @@
-"""Model versions (scorers), their predictions, and the feature cache of frozen backbones."""
+"""Model versions (scorers), their predictions, and the feature cache of frozen backbones.
 
+Imported by modelloop, training and annotation.research; it names annotation.Scenario by string only.
+"""
+
+import hashlib
+import json
 import math
 
 from django.core.exceptions import ValidationError
@@ -11,7 +16,7 @@ CALIBRATION_METHODS = ("builtin", "linear", "isotonic")
 
 
 def validate_calibration(value) -> None:
-    """Refuse a calibration that ``services.calibration_apply`` could not apply.
+    """Refuse a calibration that ``services.scoring.calibration_apply`` could not apply.
 
     - ``{}`` or ``{"method": "builtin"}``: the scorer's own mapping to 1-5 is used as is
       (``1 + 4 * sigmoid`` for the MLP heads, the expected digit for the VLM zero-shot,
@@ -46,10 +51,10 @@ class ModelVersion(models.Model):
     """A scorer: which implementation, its weights and config, and whether it is current.
 
     Exactly one version is current. The database refuses a second current row (partial
-    unique index); ``modelloop.services.model_version_promote`` switches atomically, and
+    unique index); ``modelloop.services.registry.model_version_promote`` switches atomically, and
     migration 0002 creates the first current version, the zero-shot baseline.
     Files (head weights, LoRA adapter) live in the default storage (``MEDIA_ROOT``), which
-    every worker host shares; ``services.model_version_register`` copies them there.
+    every worker host shares; ``services.registry.model_version_register`` copies them there.
     """
 
     name = models.CharField(max_length=100, unique=True)
@@ -67,7 +72,7 @@ class ModelVersion(models.Model):
     head_weights = models.FileField(upload_to="model_versions/", blank=True)
     # A zip of a peft adapter directory (adapter_config.json + adapter_model.safetensors):
     # one file, so it goes through the storage API like the head weights and reaches every
-    # worker host; workers unpack it once into a local folder (services._adapter_dir).
+    # worker host; workers unpack it once into a local folder (services.loading._adapter_dir).
     lora_adapter = models.FileField(
         upload_to="model_versions/", blank=True, help_text="LoRA adapter (zip of a peft adapter directory), if any."
     )
@@ -127,11 +132,16 @@ class Prediction(models.Model):
         return f"{self.model_version.name} -> #{self.scenario_id}: {self.score}"
 
 
+def content_key(image_sha256: str, setting: str, text: str) -> str:
+    """What a cached feature vector was computed from: stale once the image, setting or text change."""
+    return hashlib.sha256(json.dumps([image_sha256, setting, text]).encode()).hexdigest()
+
+
 class FeatureCacheEntry(models.Model):
     """A frozen backbone's feature vector for one scenario in its context.
 
     Valid while ``content_key`` still matches the scenario's inputs (see
-    ``services.content_key``): editing the text, the setting or the image makes the entry
+    ``content_key`` above): editing the text, the setting or the image makes the entry
     stale, and a new ``backbone_ref`` never sees it. In the database, not on a worker's
     disk, so every worker host and the training app read the same cache.
 

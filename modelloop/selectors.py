@@ -1,4 +1,5 @@
-"""Reads of the model loop: the current version, its predictions, and the score shown.
+"""Reads of the model loop: the current version, its predictions, the score shown, and the
+scorer inputs of scenarios.
 
 Imported by annotation's services and selectors (the annotator flow) and by training's
 gate; it imports annotation only for ``annotation.models``.
@@ -6,12 +7,13 @@ gate; it imports annotation only for ``annotation.models``.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from annotation.models import Scenario
 
-from .models import ModelVersion, Prediction
+from .models import ModelVersion, Prediction, content_key
+from .scoring import ScoringInput
 
 
 class NoCurrentModelVersion(Exception):
@@ -46,6 +48,33 @@ def scenario_ids_missing_prediction(*, model_version: ModelVersion, limit: int |
         .values_list("id", flat=True)
     )
     return list(qs[:limit] if limit else qs)
+
+
+def scenario_ids_unscored_among(*, scenario_ids: Iterable[int], model_version: ModelVersion) -> list[int]:
+    """Those of these scenarios that exist and this version has neither scored nor failed on, in id order."""
+    return list(
+        Scenario.objects.filter(pk__in=list(scenario_ids))
+        .exclude(predictions__model_version=model_version)
+        .order_by("id")
+        .values_list("id", flat=True)
+    )
+
+
+def scoring_pairs(*, scenario_ids: Sequence[int]) -> list[tuple[ScoringInput, str]]:
+    """(scorer input, feature-cache content key) of each scenario that exists, in id order."""
+    scenarios = Scenario.objects.filter(pk__in=scenario_ids).select_related("context").order_by("id")
+    return [
+        (
+            ScoringInput(scenario_id=s.pk, image_path=s.context.image.path, setting=s.context.setting, text=s.text),
+            content_key(s.context.image_sha256, s.context.setting, s.text),
+        )
+        for s in scenarios
+    ]
+
+
+def scoring_inputs_for(*, scenario_ids: Sequence[int]) -> list[ScoringInput]:
+    """What a scorer reads for each scenario that exists, in id order."""
+    return [item for item, _ in scoring_pairs(scenario_ids=scenario_ids)]
 
 
 @dataclass(frozen=True)

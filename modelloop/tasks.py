@@ -1,4 +1,5 @@
-"""Celery tasks of the model loop. They take ids, re-fetch and call services.
+"""Celery tasks of the model loop. They take ids, re-fetch and call one service
+(``services.scoring.scenarios_score``, ``services.queue.unscored_sweep``).
 
 All run on queue ``gpu`` (see CELERY_TASK_ROUTES). Each is idempotent, so ``acks_late``
 is safe: a task redelivered after a killed worker stores nothing twice. With
@@ -10,7 +11,7 @@ import logging
 from celery import shared_task
 from django.db import OperationalError
 
-from . import services
+from . import selectors, services
 from .models import ModelVersion
 from .scoring import ScoringError
 
@@ -36,7 +37,7 @@ def score_scenarios(*, scenario_ids: list[int], model_version_id: int | None = N
     scenarios stay missing and the sweeper queues them again once the model is fixed.
     """
     if model_version_id is None:
-        version = services.model_version_current_or_none()
+        version = selectors.model_version_current_or_none()
     else:
         version = ModelVersion.objects.filter(pk=model_version_id).first()
     if version is None:

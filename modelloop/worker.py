@@ -1,18 +1,8 @@
-"""What a Celery worker serving queue ``gpu`` does when it starts.
+"""What a Celery worker serving queue ``gpu`` does when it starts: warm the current model up
+in a background thread (and put ``MORALE_VLM_PATH`` in the loop). Why so: docs/scoring-worker.md.
 
-Each pool process loads the current model version in a background thread right after it
-is forked, so the first task finds the model warm and a missing or broken model
-directory shows up at start: one clear ERROR line in the log and ``load_error`` on the
-version in the admin. The load never runs in the signal handler itself: Celery kills a
-pool process that takes more than ``worker_proc_alive_timeout`` (4 s) to report for work,
-and a 7B checkpoint takes longer; a broken one would become a crash loop. The first
-task waits for the load (``services.scorer_for`` holds a lock while loading).
-
-With ``MORALE_VLM_PATH`` set, the warm-up first registers a "hf-vlm-zero-shot" version
-for that checkpoint and promotes it if the built-in baseline is still current.
-
-Nothing at module level touches Django models: ``morale.celery`` imports this before
-Django is set up. Connected in ``morale/celery.py``.
+Connected in ``morale/celery.py``, which imports this before Django is set up: nothing
+at module level touches Django models, so the services are imported inside the handlers.
 """
 
 from __future__ import annotations
@@ -21,6 +11,9 @@ import logging
 import threading
 
 from django.conf import settings
+
+from .baseline import BASELINE_NAME
+from .scoring import ScoringError
 
 logger = logging.getLogger(__name__)
 
@@ -56,13 +49,12 @@ def warm_up() -> None:
     ``services.scorer_for``; anything else (database down) is logged, and the first
     task tries again.
     """
-    from . import services
-    from .scoring import ScoringError
+    from . import selectors, services
 
     try:
         if settings.MORALE_VLM_PATH:
             use_vlm_path(settings.MORALE_VLM_PATH)
-        version = services.model_version_current_or_none()
+        version = selectors.model_version_current_or_none()
         if version is not None:
             services.scorer_for(version)
     except ScoringError:
@@ -79,12 +71,10 @@ def use_vlm_path(path: str) -> bool:
     logged and shown on the registered version, and the baseline keeps scoring.
     Returns whether it was promoted.
     """
-    from . import services
-    from .baseline import BASELINE_NAME
-    from .scoring import ScoringError
+    from . import selectors, services
 
     version = services.model_version_for_vlm_path(path)
-    current = services.model_version_current_or_none()
+    current = selectors.model_version_current_or_none()
     if current is not None and current.pk == version.pk:
         return False
     if current is not None and current.name != BASELINE_NAME:

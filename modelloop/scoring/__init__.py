@@ -1,16 +1,17 @@
 """The scorer interface: (image, setting, scenario text) pairs in, 1-5 scores out.
 
-A scorer is a plain Python object with no database access: the Celery task
-(``modelloop.tasks``) turns scenarios into ``ScoringInput`` rows, calls ``score`` on a
-batch and writes the results through ``modelloop.services``. Implementations register
-in ``SCORERS`` under the key stored in ``ModelVersion.scorer``.
+Pure Python and torch, no database: ``modelloop.services`` builds the inputs and stores
+the results. Anything may import it; it imports nothing else of the project. The
+implementations (``offline``, ``hf_vlm``) register in ``scorer_registry()`` under the key
+stored in ``ModelVersion.scorer``.
 """
 
 from __future__ import annotations
 
 import abc
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar, Sequence
+from typing import TYPE_CHECKING, ClassVar
 
 if TYPE_CHECKING:
     import torch
@@ -35,6 +36,18 @@ class ScoringResult:
         return self.score is not None
 
 
+# The files of a peft LoRA adapter directory: what is zipped into ModelVersion.lora_adapter.
+LORA_ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
+
+
+def scoring_results(inputs: Sequence[ScoringInput], scores: Iterable[float], errors: Sequence[str]) -> list[ScoringResult]:
+    """One result per input: its score, or the failure when its error is not empty."""
+    return [
+        ScoringResult(item.scenario_id, None, error) if error else ScoringResult(item.scenario_id, float(s))
+        for item, s, error in zip(inputs, scores, errors)
+    ]
+
+
 class ScoringError(Exception):
     """The scorer as a whole cannot run (missing weights, bad config)."""
 
@@ -55,7 +68,7 @@ class FeatureScorer(Scorer):
     head that turns features into 1-5 scores.
 
     Because the backbone is frozen, its features are cached per (``backbone_ref``,
-    scenario) by ``modelloop.services``: retraining the head and rescoring after a
+    scenario) by ``modelloop.services.feature_cache``: retraining the head and rescoring after a
     promotion never run the backbone again. ``backbone_ref`` must change whenever the
     backbone's weights or preprocessing change (that is what invalidates the cache).
     """
@@ -73,11 +86,7 @@ class FeatureScorer(Scorer):
 
     def score(self, inputs: Sequence[ScoringInput]) -> list[ScoringResult]:
         features, errors = self.features(inputs)
-        scores = self.head_scores(features)
-        return [
-            ScoringResult(item.scenario_id, None, error) if error else ScoringResult(item.scenario_id, float(s))
-            for item, s, error in zip(inputs, scores, errors)
-        ]
+        return scoring_results(inputs, self.head_scores(features), errors)
 
 
 def scorer_registry() -> dict[str, type[Scorer]]:

@@ -1,18 +1,9 @@
-"""Scorers built on a Hugging Face vision-language model (Qwen2-VL, SmolVLM/Idefics3, LLaVA-OneVision, ...).
+"""Scorers on a Hugging Face VLM: "hf-vlm-head" (last-token features + a trained head) and
+"hf-vlm-zero-shot" (the expected digit of its 1-5 answer). How they read a pair: docs/hf-vlm-scorer.md.
 
-The VLM reads the context image (longest side capped at ``max_image_side``, 336 px as in
-the paper, appendix 13) and a chat-template prompt holding the setting and the scenario.
-
-- ``HFVLMHeadScorer`` ("hf-vlm-head"): the final-layer hidden state of the last real
-  prompt token is the pair's feature vector; a trained ``ScoreHead`` maps it to 1-5.
-  The backbone is frozen (features are cached per ``backbone_ref``) unless a LoRA
-  adapter trained with ``apply_lora`` / ``save_lora`` is named in the config.
-- ``HFVLMZeroShotScorer`` ("hf-vlm-zero-shot"): no trained part. The instruct model is
-  asked for a 1-5 rating; one forward pass gives the next-token distribution over the
-  digits "1".."5" and the score is its expected value.
-
-Checkpoints are read from local directories only (``local_files_only``); a process loads
-each (directory, dtype, device, adapter) once and shares it between scorer instances.
+About 500 lines on purpose: checkpoint checks, loading, LoRA, the prompt and the batched
+forward stay beside the scorers, because training's LoRA loop imports them from here to
+feed the model exactly as the scorers do.
 """
 
 from __future__ import annotations
@@ -29,7 +20,8 @@ from typing import TYPE_CHECKING, Callable, ClassVar, Sequence
 import torch
 from PIL import Image
 
-from . import FeatureScorer, Scorer, ScoringError, ScoringInput, ScoringResult
+from . import LORA_ADAPTER_FILES, FeatureScorer, Scorer, ScoringError, ScoringInput, ScoringResult, scoring_results
+from .batching import OUT_OF_MEMORY, halve_on_oom
 from .features import ImageLoadError, open_rgb_image
 from .offline import _config_int, load_head
 
@@ -248,7 +240,7 @@ def _check_adapter_dir(path: str) -> Path:
     directory = Path(path).expanduser()
     if not directory.is_dir():
         raise ScoringError(f"LoRA adapter directory not found: {directory}")
-    for name in ("adapter_config.json", "adapter_model.safetensors"):
+    for name in LORA_ADAPTER_FILES:
         if not (directory / name).is_file():
             raise ScoringError(f"no {name} in LoRA adapter directory {directory}")
     return directory.resolve()
@@ -346,7 +338,7 @@ class HFVLMBackbone:
             digest.update(f"|{weights.name}:{weights.stat().st_size}:".encode() + _sample_bytes(weights))
         ref = f"hf:{self.directory.name}"
         if self.adapter is not None:
-            for name in ("adapter_config.json", "adapter_model.safetensors"):
+            for name in LORA_ADAPTER_FILES:
                 digest.update(f"|lora/{name}=".encode() + (self.adapter / name).read_bytes())
             ref += f"+lora:{self.adapter.name}"
         return f"{ref}:{digest.hexdigest()[:16]}"
@@ -412,31 +404,30 @@ class HFVLMBackbone:
         errors: list[str],
         readout: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     ) -> None:
-        try:
-            batch = self.encode([p.image for p in chunk], [p.prompt for p in chunk])
-        except Exception as exc:  # processors reject odd images (extreme aspect ratios, ...) with many types
-            if len(chunk) == 1:
-                errors[chunk[0].row] = f"the VLM processor rejected this pair: {type(exc).__name__}: {exc}"
-            else:  # find the culprit: every other pair still scores
-                for single in chunk:
-                    self._run_batch([single], values, errors, readout)
-            return
-        try:
-            hidden, logits = self._forward(batch)
-        except torch.cuda.OutOfMemoryError:
-            hidden = logits = None
-        del batch
-        if hidden is None:
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
-            if len(chunk) == 1:
-                errors[chunk[0].row] = "out of GPU memory even at batch size 1"
-                return
-            half = len(chunk) // 2
-            self._run_batch(chunk[:half], values, errors, readout)
-            self._run_batch(chunk[half:], values, errors, readout)
-            return
-        values[[p.row for p in chunk]] = readout(hidden, logits)
+        """Fill ``values`` / ``errors`` for one batch, halved on out-of-memory (``halve_on_oom``)."""
+        for pending, (value, error) in zip(chunk, self._outputs(chunk, readout)):
+            if error:
+                errors[pending.row] = error
+            else:
+                values[pending.row] = value
+
+    def _outputs(
+        self, chunk: list[_Pending], readout: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    ) -> list[tuple[torch.Tensor | None, str]]:
+        """(readout row, "") per pair, or (None, why it failed)."""
+
+        def forward(part: list[_Pending]) -> list[tuple[torch.Tensor | None, str]]:
+            try:
+                batch = self.encode([p.image for p in part], [p.prompt for p in part])
+            except Exception as exc:  # processors reject odd images (extreme aspect ratios, ...) with many types
+                if len(part) == 1:
+                    return [(None, f"the VLM processor rejected this pair: {type(exc).__name__}: {exc}")]
+                # find the culprit: every other pair still scores
+                return [output for single in part for output in self._outputs([single], readout)]
+            hidden, logits = self._forward(batch)  # OutOfMemoryError: halve_on_oom splits the batch
+            return [(row, "") for row in readout(hidden, logits)]
+
+        return halve_on_oom(forward, chunk, lambda pending: (None, OUT_OF_MEMORY))
 
 
 # --- scorers ------------------------------------------------------------------------------
@@ -486,11 +477,7 @@ class HFVLMZeroShotScorer(Scorer):
         probabilities, errors = self.backbone.run(
             inputs, len(ids), lambda hidden, logits: torch.softmax(logits[:, ids], dim=-1)
         )
-        scores = probabilities @ torch.arange(1.0, len(ids) + 1.0)
-        return [
-            ScoringResult(item.scenario_id, None, error) if error else ScoringResult(item.scenario_id, float(s))
-            for item, s, error in zip(inputs, scores, errors)
-        ]
+        return scoring_results(inputs, probabilities @ torch.arange(1.0, len(ids) + 1.0), errors)
 
 
 def digit_token_ids(tokenizer: PreTrainedTokenizerBase, directory: Path) -> list[int]:

@@ -15,6 +15,7 @@ from modelloop import services, tasks
 from modelloop.models import FeatureCacheEntry, ModelVersion, Prediction
 from modelloop.scoring.features import BACKBONE_REF, FEATURE_DIM
 from modelloop.scoring.offline import EfficientNetMiniLMHeadScorer, ScoreHead, extract_features, save_head
+from modelloop.services.scoring import _score_with_features
 from tests.factories import make_context
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("fresh_scorer_cache")]
@@ -179,7 +180,7 @@ def test_cached_and_uncached_scoring_agree_with_the_scorer(scenarios, tmp_path):
     ids = [s.pk for s in scenarios]
     direct = [r.score for r in scorer.score(services.scoring_inputs_for(scenario_ids=ids))]
     services.features_for(scorer, ids[:2])  # half cached, half not
-    results = services._score_with_features(scorer, ids)
+    results = _score_with_features(scorer, ids)
     assert [r.scenario_id for r in results] == ids
     assert torch.allclose(torch.tensor([r.score for r in results]), torch.tensor(direct), atol=1e-5)
 

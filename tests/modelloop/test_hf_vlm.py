@@ -31,7 +31,7 @@ from modelloop.scoring.hf_vlm import (
     save_lora,
 )
 from modelloop.scoring.offline import ScoreHead, save_head
-from modelloop.scoring.tiny_vlms import TEXT_HIDDEN, TEXT_LAYERS, TINY_ARCHS, build_tiny_vlm
+from modelloop.testing.tiny_vlms import TEXT_HIDDEN, TEXT_LAYERS, TINY_ARCHS, build_tiny_vlm
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # belt and braces: every load is a local directory anyway
 

@@ -7,7 +7,7 @@ from django.db import IntegrityError, transaction
 
 from annotation import services as annotation_services
 from annotation.models import Judgment
-from modelloop import services, tasks
+from modelloop import selectors, services, tasks
 from modelloop.models import ModelVersion, Prediction
 from modelloop.scoring import ScoringResult
 from tests.factories import AnnotatorFactory, current_version, make_context, make_scenarios
@@ -16,7 +16,7 @@ pytestmark = pytest.mark.django_db
 
 
 def test_a_fresh_database_has_exactly_one_current_version_the_labelled_baseline():
-    version = services.model_version_current()
+    version = selectors.model_version_current()
     assert ModelVersion.objects.filter(is_current=True).count() == 1
     assert version.scorer == "zero-shot-text-baseline"
     assert "baseline" in version.description and "ignores the image" in version.description

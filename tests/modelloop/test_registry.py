@@ -20,7 +20,7 @@ from modelloop.models import ModelVersion, Prediction
 from modelloop.scoring import Scorer, ScoringError, ScoringResult, scorer_registry
 from modelloop.scoring.hf_vlm import HFVLMHeadScorer, apply_lora, load_vlm, save_lora
 from modelloop.scoring.offline import ScoreHead, extract_features, save_head
-from modelloop.scoring.tiny_vlms import TEXT_HIDDEN, build_tiny_vlm
+from modelloop.testing.tiny_vlms import TEXT_HIDDEN, build_tiny_vlm
 from tests.factories import current_version, make_context, make_scenarios
 
 pytestmark = [
@@ -125,8 +125,8 @@ class FixedScorer(Scorer):
         ({"method": "linear", "slope": 3.0, "intercept": 0.0}, 5.0),  # clipped to the scale
     ],
 )
-def test_the_calibration_is_applied_to_stored_scores(calibration, stored, monkeypatch):
-    monkeypatch.setattr(services, "scorer_registry", lambda: {FixedScorer.key: FixedScorer})
+def test_the_calibration_is_applied_to_stored_scores(calibration, stored, use_scorers):
+    use_scorers({FixedScorer.key: FixedScorer})
     version = services.model_version_register(name="fixed", scorer=FixedScorer.key, config={}, calibration=calibration)
     scenario = make_scenarios(make_context(), 1)[0]
     services.scenarios_score(scenario_ids=[scenario.pk], model_version=version)
@@ -227,8 +227,8 @@ def test_an_over_long_prompt_fails_alone_through_the_service(tiny_qwen):
     assert predictions[long.pk].status == "failed" and "text too long" in predictions[long.pk].error
 
 
-def test_a_calibration_written_around_validation_is_a_load_error(monkeypatch):
-    monkeypatch.setattr(services, "scorer_registry", lambda: {FixedScorer.key: FixedScorer})
+def test_a_calibration_written_around_validation_is_a_load_error(use_scorers):
+    use_scorers({FixedScorer.key: FixedScorer})
     version = services.model_version_register(name="fixed", scorer=FixedScorer.key, config={})
     ModelVersion.objects.filter(pk=version.pk).update(calibration={"method": "platt"})
     version.refresh_from_db()

@@ -17,7 +17,9 @@ from django.urls import reverse
 from modelloop import services, tasks
 from modelloop.baseline import BASELINE_NAME
 from modelloop.models import ModelVersion, Prediction
-from modelloop.scoring import FeatureScorer, Scorer, ScoringResult
+from modelloop.scoring import FeatureScorer, Scorer, ScoringResult, scorer_registry
+from modelloop.scoring.batching import OUT_OF_MEMORY
+from modelloop.services import loading
 from tests.factories import current_version, make_context, make_scenarios
 from tests.integration.conftest import start_worker, wait_for  # noqa: F401 - start_worker is a fixture
 
@@ -66,10 +68,10 @@ class NaNScorer(SmallGPUScorer):
 
 
 @pytest.fixture
-def fakes(monkeypatch):
+def fakes(use_scorers):
     registry = {cls.key: cls for cls in (SmallGPUScorer, SmallGPUFeatureScorer, NaNScorer)}
-    registry.update(services.scorer_registry())
-    monkeypatch.setattr(services, "scorer_registry", lambda: registry)
+    registry.update(scorer_registry())
+    use_scorers(registry)
     SmallGPUScorer.batches = []
     return registry
 
@@ -117,7 +119,7 @@ def test_a_pair_too_big_even_alone_fails_by_itself(fakes, settings):
     version = services.model_version_create(name="small", scorer="small-gpu", config={"too_big": [ids[1]]})
     services.scenarios_score(scenario_ids=ids, model_version=version)
     predictions = {p.scenario_id: p for p in Prediction.objects.filter(model_version=version)}
-    assert predictions[ids[1]].status == "failed" and predictions[ids[1]].error == services.OUT_OF_MEMORY
+    assert predictions[ids[1]].status == "failed" and predictions[ids[1]].error == OUT_OF_MEMORY
     assert all(predictions[i].status == "ok" for i in ids if i != ids[1])
 
 
@@ -143,8 +145,8 @@ def test_a_missing_model_directory_is_reported_not_crashed_on(
         services.model_version_promote(model_version=version)
 
     builds = []
-    original = services._build_scorer
-    monkeypatch.setattr(services, "_build_scorer", lambda v: builds.append(v.pk) or original(v))
+    original = loading._build_scorer
+    monkeypatch.setattr(loading, "_build_scorer", lambda v: builds.append(v.pk) or original(v))
     for kwargs in sent + sent:  # the promotion's tasks, and a redelivery: no exception escapes
         assert tasks.score_scenarios.run(**kwargs) == 0
     assert builds == [version.pk]  # tried once; later tasks are answered from memory (no load storm)
@@ -161,7 +163,7 @@ def test_a_missing_model_directory_is_reported_not_crashed_on(
         assert "load failed" in html and str(missing) in html
 
     # After LOAD_RETRY_SECONDS the version is tried again (the directory may have been fixed).
-    monkeypatch.setattr(services, "LOAD_RETRY_SECONDS", 0.0)
+    monkeypatch.setattr(loading, "LOAD_RETRY_SECONDS", 0.0)
     assert tasks.score_scenarios.run(**sent[0]) == 0
     assert builds == [version.pk, version.pk]
 
