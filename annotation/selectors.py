@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
-from django.db.models import Exists, F, OuterRef, Prefetch, Q
+from django.db.models import Count, Exists, F, OuterRef, Prefetch, Q, Subquery
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from modelloop import selectors as modelloop_selectors
@@ -173,6 +174,18 @@ def annotators_working_now(*, now=None) -> int:
 def annotator_reconfirmed_count(*, annotator: Annotator) -> int:
     """How many grounding checks the annotator has answered (the finish page thanks them)."""
     return Judgment.objects.filter(annotator=annotator, phase=Judgment.Phase.RECONFIRMED).count()
+
+
+def annotators_with_judgment_total(annotators):
+    """The annotators with ``judgment_total``: how many judgments each has written.
+
+    A correlated count, not a JOIN + GROUP BY over every judgment: PostgreSQL evaluates it
+    for the rows of the page shown only (unless the list is sorted by it).
+    """
+    per_annotator = (
+        Judgment.objects.filter(annotator=OuterRef("pk")).order_by().values("annotator").annotate(n=Count("pk")).values("n")
+    )
+    return annotators.annotate(judgment_total=Coalesce(Subquery(per_annotator), 0))
 
 
 def disagreements(judgments=None):

@@ -5,13 +5,12 @@ the status field itself is read-only here.
 """
 
 from django.contrib import admin, messages
-from django.db.models import Count, OuterRef, Q, Subquery
-from django.db.models.functions import Coalesce
+from django.db.models import Q
 from django.utils.html import format_html_join
 from django.utils.safestring import mark_safe
 
-from .. import crowd, quality
-from ..models import Annotator, AnnotatorScreening, Judgment
+from .. import crowd, quality, selectors
+from ..models import Annotator, AnnotatorScreening
 
 
 class ScreeningInline(admin.TabularInline):
@@ -71,12 +70,7 @@ class AnnotatorAdmin(admin.ModelAdmin):
         return False  # their judgments reference them
 
     def get_queryset(self, request):
-        # A correlated count, not a JOIN + GROUP BY over every judgment: PostgreSQL evaluates
-        # it for the page's rows only (unless the list is sorted by it).
-        per_annotator = (
-            Judgment.objects.filter(annotator=OuterRef("pk")).order_by().values("annotator").annotate(n=Count("pk")).values("n")
-        )
-        return super().get_queryset(request).annotate(judgment_total=Coalesce(Subquery(per_annotator), 0))
+        return selectors.annotators_with_judgment_total(super().get_queryset(request))
 
     @admin.display(description="judgments", ordering="judgment_total")
     def judgments(self, obj):
