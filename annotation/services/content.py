@@ -37,8 +37,8 @@ def context_build(
     the name it is stored under): a context is never built from an unchecked image, and its
     sha256 is the one that check computed. Texts are stripped, then ``full_clean()``. A bulk
     caller may pass ``check_in_database=False`` to skip the checks that cost a query each
-    (the unique external id, the CheckConstraints: the database enforces them at insert
-    anyway) and ``bulk_create`` what it gets.
+    (the unique external id, the CheckConstraints, the import batch's existence: the
+    database enforces them at insert anyway) and ``bulk_create`` what it gets.
     """
     context = Context(
         image=image,
@@ -51,7 +51,11 @@ def context_build(
         external_id=external_id,
         import_batch=import_batch,
     )
-    context.full_clean(validate_unique=check_in_database, validate_constraints=check_in_database)
+    context.full_clean(
+        exclude=None if check_in_database else ["import_batch"],
+        validate_unique=check_in_database,
+        validate_constraints=check_in_database,
+    )
     return context
 
 

@@ -11,7 +11,7 @@ from PIL import Image
 
 from annotation import services
 from annotation.images import check_image_upload
-from annotation.models import Context, Scenario
+from annotation.models import Context, ImportBatch, Scenario
 from tests.conftest import png_bytes
 from tests.factories import AnnotatorFactory, make_context
 
@@ -132,6 +132,17 @@ def test_context_build_is_the_rule_for_a_new_context_and_stores_nothing():
         services.context_build(image=data, checked=checked, setting="   ")
     with pytest.raises(ValidationError):
         services.context_build(image=data, checked=checked, setting="x", image_origin="painted", check_in_database=False)
+
+
+def test_context_build_for_a_bulk_caller_costs_no_query(django_assert_num_queries):
+    data = upload(png_bytes())
+    checked = check_image_upload(data)
+    batch = ImportBatch.objects.create(file_name="contexts.csv", format="csv")
+    with django_assert_num_queries(0):
+        context = services.context_build(
+            image=data, checked=checked, setting="a kitchen", external_id="k1", import_batch=batch, check_in_database=False
+        )
+    assert context.import_batch == batch and context.external_id == "k1"
 
 
 def test_contexts_set_active_takes_a_context_out_of_the_pool_and_back():
