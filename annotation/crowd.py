@@ -1,11 +1,12 @@
-"""Crowd platforms (Prolific, MTurk): entry without sign-up, completion codes, session cap.
+"""Crowd platforms (Prolific, MTurk): the entry URL's rules and the completion codes. No writes.
 
 A study on Prolific or MTurk sends each participant to ``/enter/`` with their platform id
 in the query string (``?PROLIFIC_PID=...&STUDY_ID=...&SESSION_ID=...`` or
-``?workerId=...&assignmentId=...&hitId=...``). ``crowd_annotator`` finds or creates the
-annotator for that id, so coming back (a new tab, a new device) continues the same work,
-and the participant never sees a sign-up form. The finish page shows a completion code
-(``completion_code_for``) to paste back into the platform.
+``?workerId=...&assignmentId=...&hitId=...``). ``crowd_entry_check`` says whether such a
+URL may start a session; ``services.crowd_annotator`` then finds or creates the annotator
+for that id, so coming back (a new tab, a new device) continues the same work, and the
+participant never sees a sign-up form. The finish page shows a completion code
+(``completion_code_shown``) to paste back into the platform.
 """
 
 from __future__ import annotations
@@ -16,8 +17,6 @@ import hmac
 import re
 
 from django.conf import settings
-from django.contrib.auth import get_user_model
-from django.db import IntegrityError, transaction
 
 from .models import Annotator
 
@@ -44,12 +43,11 @@ def platform_from_query(query) -> tuple[str, str] | None:
     return None
 
 
-def crowd_annotator(*, platform: str, participant_id: str, study_id: str | None = None) -> Annotator:
-    """The annotator for a crowd participant, created on first entry. Idempotent.
+def crowd_entry_check(*, platform: str, participant_id: str, study_id: str | None = None) -> None:
+    """Raise CrowdEntryRefused unless this entry may start a session.
 
-    Raises CrowdEntryRefused when the platform's entry is off (``MORALE_CROWD_PLATFORMS``),
-    the id is malformed, the Prolific study is not ours (``MORALE_PROLIFIC_STUDY_ID``), or
-    the participant was screened out or paused (they keep their account; no new work).
+    Refused when the platform's entry is off (``MORALE_CROWD_PLATFORMS``), the id is
+    malformed, or the Prolific study is not ours (``MORALE_PROLIFIC_STUDY_ID``).
     """
     if platform not in PARTICIPANT_PARAMS:
         raise CrowdEntryRefused(f"Unknown platform {platform!r}.")
@@ -63,37 +61,14 @@ def crowd_annotator(*, platform: str, participant_id: str, study_id: str | None 
     if platform == "prolific" and expected_study and study_id != expected_study:
         raise CrowdEntryRefused("This link belongs to another study. Please open the study again from Prolific.")
 
-    existing = Annotator.objects.select_related("user").filter(
-        platform=platform, platform_participant_id=participant_id
-    ).first()
-    if existing is None:
-        existing = _create_crowd_annotator(platform, participant_id)
-    return existing
 
-
-def _create_crowd_annotator(platform: str, participant_id: str) -> Annotator:
-    username = f"{platform}-{participant_id}"
-    try:
-        with transaction.atomic():
-            user = get_user_model().objects.create_user(username=username)  # no password: no login form
-            annotator = Annotator(user=user, platform=platform, platform_participant_id=participant_id)
-            annotator.full_clean(exclude=["user"])
-            annotator.save()
-            return annotator
-    except IntegrityError:
-        # The same participant in two tabs at once: the other request created it first.
-        found = Annotator.objects.select_related("user").filter(
-            platform=platform, platform_participant_id=participant_id
-        ).first()
-        if found is None:  # the username is taken by an account that is not this participant's
-            raise CrowdEntryRefused(
-                "An account with this participant id exists outside the platform. Please contact the research team."
-            ) from None
-        return found
+def crowd_username(platform: str, participant_id: str) -> str:
+    """The username of a crowd participant's account: "<platform>-<id>" (reserved, see below)."""
+    return f"{platform}-{participant_id}"
 
 
 def reserved_username(username: str) -> bool:
-    """Usernames of the form "<platform>-<id>" belong to crowd participants (see above)."""
+    """Usernames of the form "<platform>-<id>" belong to crowd participants (``crowd_username``)."""
     return username.lower().startswith(tuple(f"{p}-" for p in PARTICIPANT_PARAMS))
 
 
@@ -114,4 +89,12 @@ def completion_url_for(annotator: Annotator) -> str | None:
     """Where a Prolific participant confirms completion (None for other platforms)."""
     if annotator.platform == Annotator.Platform.PROLIFIC:
         return f"https://app.prolific.com/submissions/complete?cc={completion_code_for(annotator)}"
+    return None
+
+
+def completion_code_shown(annotator: Annotator) -> str | None:
+    """The code on the finish page: always for crowd participants, for local accounts only
+    when the study sets ``MORALE_COMPLETION_CODE``."""
+    if annotator.platform != Annotator.Platform.LOCAL or settings.MORALE_COMPLETION_CODE:
+        return completion_code_for(annotator)
     return None

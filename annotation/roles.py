@@ -1,4 +1,4 @@
-"""Who may do what: the "researcher" group.
+"""Who may do what: the "researcher" group, and ``is_researcher``, the one rule for it.
 
 Researchers run the study from the admin and the API: they read everything, screen
 annotators, retire scenarios, import contexts, export and start training. They are staff
@@ -8,6 +8,10 @@ makes one. Annotators are never staff, so they never reach the admin.
 The group's permissions are (re)granted after every ``migrate``, so a new model's view
 permission reaches researchers without a manual step. Permissions added by hand in the
 admin are kept.
+
+Any module may import this one (the admin, the API's ``IsResearcher``, the dashboard); it
+imports nothing of the project, and no model at import time (so it never needs the app
+registry to be ready).
 """
 
 from __future__ import annotations
@@ -28,14 +32,28 @@ EXTRA_PERMISSIONS = {
     "django_celery_beat": ["change_periodictask", "change_intervalschedule", "add_intervalschedule"],
 }
 
+# The answer is remembered on the user object: a request's user is a fresh object, so the
+# group query runs at most once per request however many checks ask (API permission,
+# serializers, filters).
+_REMEMBERED = "_morale_is_researcher"
+
 
 def is_researcher(user) -> bool:
     """Staff users in the researcher group, and superusers."""
-    if not (user and user.is_authenticated and user.is_active):
+    if user is None:
         return False
-    if user.is_superuser:
-        return True
-    return user.is_staff and user.groups.filter(name=RESEARCHER_GROUP).exists()
+    remembered = getattr(user, _REMEMBERED, None)
+    if remembered is not None:
+        return remembered
+    if not (user.is_authenticated and user.is_active):
+        answer = False
+    elif user.is_superuser:
+        answer = True
+    else:
+        answer = user.is_staff and user.groups.filter(name=RESEARCHER_GROUP).exists()
+    if user.is_authenticated:  # AnonymousUser is a fresh object anyway
+        setattr(user, _REMEMBERED, answer)
+    return answer
 
 
 def ensure_researcher_group(**kwargs) -> None:
@@ -59,3 +77,5 @@ def researcher_make(user) -> None:
         user.is_staff = True
         user.save(update_fields=["is_staff"])
     user.groups.add(Group.objects.get(name=RESEARCHER_GROUP))
+    if hasattr(user, _REMEMBERED):  # an answer given before is out of date
+        delattr(user, _REMEMBERED)

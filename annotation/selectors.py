@@ -1,4 +1,8 @@
-"""Reads of the annotation app: what a page shows and which step comes next."""
+"""Reads of the annotation app: what a page shows, which step comes next, who may read what.
+
+Views, the API and the admin read through these; the services use the slot counts. Only
+``modelloop.selectors`` is read from the model loop (the score shown).
+"""
 
 from __future__ import annotations
 
@@ -6,12 +10,13 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
-from django.db.models import Exists, OuterRef, Q
+from django.db.models import Count, Exists, F, OuterRef, Prefetch, Q, Subquery
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from modelloop import selectors as modelloop_selectors
 
-from .models import Annotator, Assignment, Context, Judgment, Scenario
+from .models import Annotator, Assignment, AssignmentItem, Context, Judgment, Scenario
 
 
 def assignment_for_annotator(*, annotator: Annotator, assignment_id: int) -> Assignment:
@@ -164,3 +169,61 @@ def annotators_working_now(*, now=None) -> int:
     return Assignment.objects.filter(
         Q(status=Assignment.Status.SUBMITTED) | Q(status=Assignment.Status.ACTIVE, expires_at__gt=now)
     ).count()
+
+
+def annotator_reconfirmed_count(*, annotator: Annotator) -> int:
+    """How many grounding checks the annotator has answered (the finish page thanks them)."""
+    return Judgment.objects.filter(annotator=annotator, phase=Judgment.Phase.RECONFIRMED).count()
+
+
+def annotators_with_judgment_total(annotators):
+    """The annotators with ``judgment_total``: how many judgments each has written.
+
+    A correlated count, not a JOIN + GROUP BY over every judgment: PostgreSQL evaluates it
+    for the rows of the page shown only (unless the list is sorted by it).
+    """
+    per_annotator = (
+        Judgment.objects.filter(annotator=OuterRef("pk")).order_by().values("annotator").annotate(n=Count("pk")).values("n")
+    )
+    return annotators.annotate(judgment_total=Coalesce(Subquery(per_annotator), 0))
+
+
+def disagreements(judgments=None):
+    """Initial judgments at least MORALE_DISAGREEMENT_THRESHOLD from the model's score: the
+    ones that triggered a grounding check (``ReviewItem.disagrees`` is the same rule, per page)."""
+    judgments = Judgment.objects.all() if judgments is None else judgments
+    return judgments.filter(phase=Judgment.Phase.INITIAL, delta__gte=settings.MORALE_DISAGREEMENT_THRESHOLD)
+
+
+# --- what each user may read (the REST API) ------------------------------------------------
+# Researchers read every row; anyone else only rows of their own work, so someone else's
+# id is a 404, never a 403 (docs/api.md).
+def contexts_visible(*, user, researcher: bool):
+    """Researchers: all; others: the contexts of their own assignments."""
+    qs = Context.objects.all()
+    if researcher:
+        return qs
+    return qs.filter(Exists(Assignment.objects.filter(context=OuterRef("pk"), annotator__user_id=user.pk)))
+
+
+def scenarios_visible(*, user, researcher: bool):
+    """Researchers: all; others: the scenarios of their own assignments and those they wrote."""
+    qs = Scenario.objects.annotate(author_public_id=F("author__public_id"))
+    if researcher:
+        return qs
+    on_own_page = AssignmentItem.objects.filter(scenario=OuterRef("pk"), assignment__annotator__user_id=user.pk)
+    return qs.filter(Q(Exists(on_own_page)) | Q(author__user_id=user.pk))
+
+
+def assignments_visible(*, user, researcher: bool):
+    """Researchers: all; others: their own. Each with its scenario ids in page order."""
+    qs = Assignment.objects.annotate(annotator_public_id=F("annotator__public_id")).prefetch_related(
+        Prefetch("items", queryset=AssignmentItem.objects.order_by("position").only("assignment_id", "scenario_id"))
+    )
+    return qs if researcher else qs.filter(annotator__user_id=user.pk)
+
+
+def judgments_visible(*, user, researcher: bool):
+    """Researchers: all; others: their own."""
+    qs = Judgment.objects.annotate(context_id=F("scenario__context_id"), annotator_public_id=F("annotator__public_id"))
+    return qs if researcher else qs.filter(annotator__user_id=user.pk)

@@ -21,22 +21,9 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_http_methods
 
-from . import crowd, selectors, services
-from .models import Annotator, Assignment, Judgment
-
-SCORE_LABELS = [
-    (1, "Very unacceptable"),
-    (2, "Unacceptable"),
-    (3, "Neutral"),
-    (4, "Acceptable"),
-    (5, "Very acceptable"),
-]
-# The paper's definitions (appendix 11), shown as help next to each choice.
-MODALITY_HELP = [
-    ("text", "Text", "t", "Your decision is mainly based on the written scenario; the image provides little or no relevant moral information."),
-    ("image", "Image", "i", "Your decision is mainly based on visual cues."),
-    ("both", "Both", "b", "Your decision depends on how the text scenario interacts with the visual scene; removing either modality would change your judgment."),
-]
+from . import crowd, forms, selectors, services
+from .forms import MODALITY_HELP, SCORE_LABELS
+from .models import Annotator, Assignment
 
 
 def annotator_required(view):
@@ -61,22 +48,6 @@ def _assignment_or_404(request, assignment_id: int) -> Assignment:
         return selectors.assignment_for_annotator(annotator=request.annotator, assignment_id=assignment_id)
     except Assignment.DoesNotExist:
         raise Http404("No such page of yours.") from None
-
-
-def _page_token(request) -> uuid.UUID:
-    try:
-        return uuid.UUID(request.POST.get("page_token", ""))
-    except ValueError:
-        raise ValidationError("The form is missing its token; please reload the page.") from None
-
-
-def _seconds_since(request, field: str = "rendered_at") -> float | None:
-    try:
-        started = float(request.POST.get(field, ""))
-    except ValueError:
-        return None
-    elapsed = time.time() - started
-    return elapsed if 0 <= elapsed < 24 * 3600 else None
 
 
 @login_required
@@ -123,22 +94,6 @@ def next_page(request: HttpRequest) -> HttpResponse:
     return redirect("annotation:rate", assignment_id=assignment.pk)
 
 
-def _rating_rows(assignment: Assignment, posted=None) -> list[dict]:
-    rows = []
-    for item in assignment.items.all():
-        sid = item.scenario_id
-        rows.append(
-            {
-                "scenario": item.scenario,
-                "position": item.position + 1,
-                "score": (posted or {}).get(f"score-{sid}", ""),
-                "modality": (posted or {}).get(f"modality-{sid}", ""),
-                "error": (posted or {}).get(f"error-{sid}"),
-            }
-        )
-    return rows
-
-
 def _render_rating(request, assignment, *, posted=None, status=200, expired=False, gone=False, error=None):
     progress = selectors.annotator_progress(annotator=request.annotator)
     return render(
@@ -147,7 +102,7 @@ def _render_rating(request, assignment, *, posted=None, status=200, expired=Fals
         {
             "assignment": assignment,
             "context": assignment.context,
-            "rows": _rating_rows(assignment, posted),
+            "rows": forms.rating_rows(assignment, posted),
             "score_labels": SCORE_LABELS,
             "modality_help": MODALITY_HELP,
             "page_token": (posted or {}).get("page_token") or uuid.uuid4(),
@@ -173,28 +128,19 @@ def rate(request: HttpRequest, assignment_id: int) -> HttpResponse:
         return _render_rating(request, assignment)
 
     posted = request.POST.dict()
-    ratings, errors = [], 0
-    for item in assignment.items.all():
-        sid = item.scenario_id
-        score, modality = posted.get(f"score-{sid}"), posted.get(f"modality-{sid}")
-        try:
-            services.rating_check(score=score, modality=modality)
-        except ValidationError as exc:
-            posted[f"error-{sid}"] = exc.messages[0]
-            errors += 1
-        ratings.append(services.RatingInput(scenario_id=sid, score=score, modality=modality))
+    ratings, errors = forms.ratings_from_post(assignment, posted)
     if errors:
         return _render_rating(
             request, assignment, posted=posted, status=400, error="Some answers are missing; they are marked below."
         )
     n = max(1, len(ratings))
-    seconds = _seconds_since(request)
+    seconds = forms.seconds_since(request.POST)
     try:
         services.assignment_submit_ratings(
             annotator=request.annotator,
             assignment_id=assignment.pk,
             ratings=ratings,
-            page_token=_page_token(request),
+            page_token=forms.page_token(request.POST),
             seconds_spent=seconds / n if seconds is not None else None,
             renew_expired=posted.get("renew") == "1",
         )
@@ -245,41 +191,24 @@ def _check_form(request, items, *, status=200, errors=None, page_error=None, hea
     )
 
 
-def _check_answer(request, item) -> tuple[int, str]:
-    """One grounding-check answer as (score, modality); ValidationError says what is wrong."""
-    jid, original = item.judgment.pk, item.judgment.score
-    decision = request.POST.get(f"decision-{jid}")
-    posted_score = request.POST.get(f"score-{jid}")
-    if decision not in ("keep", "revise"):
-        raise ValidationError("Please say whether you keep or revise your score.")
-    if decision == "keep":
-        if posted_score not in (None, "", str(original)):
-            raise ValidationError(
-                f"You chose to keep your score ({original}) but picked {posted_score}: "
-                "choose \"Revise it to\" to change it."
-            )
-        posted_score = original
-    return services.rating_check(score=posted_score, modality=request.POST.get(f"modality-{jid}"))
-
-
 def _grounding_checks(request, items, *, heading_context=None, done_url: str) -> HttpResponse:
     """Show the checks; on POST validate every answer first, then store each as a
     reconfirmed judgment (idempotent per check, so a double submit stores one)."""
     if request.method != "POST":
         return _check_form(request, items, heading_context=heading_context)
     try:
-        token = _page_token(request)
+        token = forms.page_token(request.POST)
     except ValidationError as exc:
         return _check_form(request, items, status=400, page_error=exc.messages[0], heading_context=heading_context)
     errors, answers = {}, []
     for item in items:
         try:
-            answers.append((item.judgment.pk, *_check_answer(request, item)))
+            answers.append((item.judgment.pk, *forms.check_answer(request.POST, item)))
         except ValidationError as exc:
             errors[item.judgment.pk] = exc.messages[0]
     if errors:
         return _check_form(request, items, status=400, errors=errors, heading_context=heading_context)
-    seconds = _seconds_since(request)
+    seconds = forms.seconds_since(request.POST)
     for jid, score, modality in answers:
         services.judgment_reconfirm(
             annotator=request.annotator,
@@ -349,17 +278,14 @@ def add_scenario(request: HttpRequest, assignment_id: int) -> HttpResponse:
 @annotator_required
 def finish(request: HttpRequest) -> HttpResponse:
     progress = selectors.annotator_progress(annotator=request.annotator)
-    show_code = request.annotator.platform != Annotator.Platform.LOCAL or bool(settings.MORALE_COMPLETION_CODE)
     return render(
         request,
         "annotation/finish.html",
         {
             "progress": progress,
-            "completion_code": crowd.completion_code_for(request.annotator) if show_code else None,
+            "completion_code": crowd.completion_code_shown(request.annotator),
             "completion_url": crowd.completion_url_for(request.annotator),
-            "reconfirmed": Judgment.objects.filter(
-                annotator=request.annotator, phase=Judgment.Phase.RECONFIRMED
-            ).count(),
+            "reconfirmed": selectors.annotator_reconfirmed_count(annotator=request.annotator),
         },
     )
 
@@ -380,7 +306,7 @@ def crowd_entry(request: HttpRequest) -> HttpResponse:
         # MTurk's preview before a worker accepts the HIT: show what the task is, create nothing.
         return render(request, "annotation/entry_preview.html")
     try:
-        annotator = crowd.crowd_annotator(
+        annotator = services.crowd_annotator(
             platform=platform, participant_id=participant_id, study_id=request.GET.get("STUDY_ID")
         )
     except crowd.CrowdEntryRefused as exc:
@@ -404,13 +330,9 @@ class LoginView(auth_views.LoginView):
 @require_http_methods(["GET", "POST"])
 def signup(request: HttpRequest) -> HttpResponse:
     """Self-signup for annotator accounts, only when MORALE_SELF_SIGNUP is on."""
-    from django.contrib.auth.forms import UserCreationForm
-
     if not settings.MORALE_SELF_SIGNUP:
         raise Http404("Sign-up is closed: accounts are created by the research team.")
-    form = UserCreationForm(request.POST or None)
-    if request.method == "POST" and form.is_valid() and crowd.reserved_username(form.cleaned_data["username"]):
-        form.add_error("username", "Usernames starting with a platform name are reserved; please choose another.")
+    form = forms.SignupForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         annotator = services.annotator_create(
             username=form.cleaned_data["username"], password=form.cleaned_data["password1"]

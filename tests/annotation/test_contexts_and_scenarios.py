@@ -10,7 +10,8 @@ from django.core.files.base import ContentFile
 from PIL import Image
 
 from annotation import services
-from annotation.models import Context, Scenario
+from annotation.images import check_image_upload
+from annotation.models import Context, ImportBatch, Scenario
 from tests.conftest import png_bytes
 from tests.factories import AnnotatorFactory, make_context
 
@@ -118,3 +119,35 @@ def test_canary_needs_a_valid_range(low, high):
 def test_text_only_label_must_be_minus_one_zero_or_one(label):
     with pytest.raises(ValidationError):
         services.scenario_create(context=make_context(), text="labelled", text_only_label=label)
+
+
+def test_context_build_is_the_rule_for_a_new_context_and_stores_nothing():
+    """The bulk import's entry point: a checked image in, an unsaved validated context out."""
+    data = upload(png_bytes())
+    checked = check_image_upload(data)
+    context = services.context_build(image=data, checked=checked, setting="  a kitchen  ", source=" lab ")
+    assert context.pk is None and Context.objects.count() == 0
+    assert (context.image_sha256, context.setting, context.source) == (checked.sha256, "a kitchen", "lab")
+    with pytest.raises(ValidationError):
+        services.context_build(image=data, checked=checked, setting="   ")
+    with pytest.raises(ValidationError):
+        services.context_build(image=data, checked=checked, setting="x", image_origin="painted", check_in_database=False)
+
+
+def test_context_build_for_a_bulk_caller_costs_no_query(django_assert_num_queries):
+    data = upload(png_bytes())
+    checked = check_image_upload(data)
+    batch = ImportBatch.objects.create(file_name="contexts.csv", format="csv")
+    with django_assert_num_queries(0):
+        context = services.context_build(
+            image=data, checked=checked, setting="a kitchen", external_id="k1", import_batch=batch, check_in_database=False
+        )
+    assert context.import_batch == batch and context.external_id == "k1"
+
+
+def test_contexts_set_active_takes_a_context_out_of_the_pool_and_back():
+    context = make_context()
+    assert services.contexts_set_active(context_ids=[context.pk], active=False) == 1
+    assert not Context.objects.get(pk=context.pk).is_active
+    services.contexts_set_active(context_ids=[context.pk], active=True)
+    assert Context.objects.get(pk=context.pk).is_active

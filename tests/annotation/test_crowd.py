@@ -95,6 +95,15 @@ def test_a_screened_out_participant_re_entering_gets_no_work(client, crowd_on):
     assert client.get(reverse("annotation:next")).status_code == 403
 
 
+def test_crowd_annotator_checks_the_entry_before_it_writes_and_is_idempotent(crowd_on):
+    with pytest.raises(crowd.CrowdEntryRefused, match="valid participant id"):
+        services.crowd_annotator(platform="prolific", participant_id="a b")
+    assert not get_user_model().objects.exists()
+    first = services.crowd_annotator(platform="mturk", participant_id="A1B2C3D4E5")
+    assert services.crowd_annotator(platform="mturk", participant_id="A1B2C3D4E5") == first
+    assert first.user.username == "mturk-A1B2C3D4E5" and crowd.reserved_username(first.user.username)
+
+
 def test_a_squatted_username_is_refused_not_a_crash(client, crowd_on):
     get_user_model().objects.create_user(username=f"prolific-{PROLIFIC_PID}", password="x-long-password")
     response = enter(client, PROLIFIC_PID=PROLIFIC_PID)

@@ -102,17 +102,22 @@ def test_submit_after_expiry_raises_a_clear_error_and_stores_nothing(page):
     assert Judgment.objects.count() == 0
 
 
-def test_expired_page_can_be_saved_when_its_scenarios_are_still_open(page):
-    annotator, assignment = page
-    later = timezone.now() + timedelta(minutes=31)
-    judgments = services.assignment_submit_ratings(
+def submit_renewing(annotator, assignment, *, now):
+    """Submit the page at `now`, asking to renew it if it expired (the rate page's resubmit)."""
+    return services.assignment_submit_ratings(
         annotator=annotator,
         assignment_id=assignment.pk,
         ratings=ratings_for(assignment),
         page_token=uuid.uuid4(),
         renew_expired=True,
-        now=later,
+        now=now,
     )
+
+
+def test_expired_page_can_be_saved_when_its_scenarios_are_still_open(page):
+    annotator, assignment = page
+    later = timezone.now() + timedelta(minutes=31)
+    judgments = submit_renewing(annotator, assignment, now=later)
     assert len(judgments) == 3
 
 
@@ -126,14 +131,7 @@ def test_expired_page_cannot_be_saved_once_others_filled_it(page):
             annotator=other, assignment_id=a.pk, ratings=ratings_for(a), page_token=uuid.uuid4(), now=later
         )
     with pytest.raises(services.AssignmentNoLongerAvailable):
-        services.assignment_submit_ratings(
-            annotator=annotator,
-            assignment_id=assignment.pk,
-            ratings=ratings_for(assignment),
-            page_token=uuid.uuid4(),
-            renew_expired=True,
-            now=later,
-        )
+        submit_renewing(annotator, assignment, now=later)
     assert not Judgment.objects.filter(annotator=annotator).exists()
 
 

@@ -12,7 +12,7 @@ from annotation import exports, services, tasks
 from annotation.models import Annotator, AnnotatorScreening, DatasetExport, Scenario
 from annotation.roles import RESEARCHER_GROUP, is_researcher, researcher_make
 from modelloop.models import Prediction
-from tests.annotation.test_export import rated_context
+from tests.annotation.test_export import rate_page, rated_context
 from tests.factories import AnnotatorFactory, current_version, make_context, make_scenarios, predict
 
 pytestmark = pytest.mark.django_db
@@ -55,6 +55,14 @@ def test_researcher_role_is_staff_plus_group_and_not_superuser(researcher):
     assert researcher.has_perm("training.add_trainingrun")
     assert not researcher.has_perm("annotation.delete_context")
     assert not researcher.has_perm("auth.change_user")
+
+
+def test_becoming_a_researcher_replaces_an_earlier_answer_on_the_same_user_object(django_user_model):
+    """is_researcher remembers its answer on the user object (one query per request)."""
+    user = django_user_model.objects.create_user("rolf")
+    assert not is_researcher(user)
+    researcher_make(user)
+    assert is_researcher(user)
 
 
 def test_annotators_never_reach_the_admin(client):
@@ -104,7 +112,6 @@ def test_disagreements_lists_only_initial_judgments_far_from_the_model(researche
     predict(near, 3.2)
     predict(far, 4.9)
     annotator = AnnotatorFactory()
-    from tests.annotation.test_export import rate_page
 
     rate_page(annotator, context, {near.pk: (3, "text"), far.pk: (1, "image")})
     page = changelist(researcher_client, "disagreement").content.decode()

@@ -1,6 +1,6 @@
 """``manage.py seed_demo``: load the demo contexts, scenarios and accounts.
 
-The content lives in ``annotation/demo_content.py``; this command only writes it, always
+The content lives in ``annotation/demo/content.py``; this command only writes it, always
 through ``annotation.services`` so demo rows pass the same checks as real ones (image
 validation and sha256, scenario cleaning, scoring queued after commit).
 
@@ -16,7 +16,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
 from annotation import services
-from annotation.demo_content import DEMO_ACCOUNTS, DEMO_CONTEXTS, DemoAccount, DemoContext
+from annotation.demo.content import DEMO_ACCOUNTS, DEMO_CONTEXTS, DemoAccount, DemoContext
 from annotation.models import Context
 
 
@@ -79,7 +79,7 @@ class Command(BaseCommand):
                     )
                     n_canaries += scenario.is_canary
         except ValidationError as exc:
-            # Demo content is ours, so this is a bug in demo_content.py: name the culprit.
+            # Demo content is ours, so this is a bug in demo/content.py: name the culprit.
             raise CommandError(f"Demo context {demo.slug!r} was refused: {'; '.join(exc.messages)}") from exc
         self._detail(f"context created: #{context.pk} {demo.setting} ({len(demo.scenarios)} scenarios)")
         return len(demo.scenarios) - n_canaries, n_canaries

@@ -1,0 +1,8 @@
+"""The researchers' admin, one module per area: contexts, annotators, judgments, jobs (exports, imports).
+
+Django's admin autodiscovery imports this package; nothing else should. Researchers are
+staff users in the "researcher" group (``annotation.roles``); annotators never reach it.
+Writes go through the services; these classes only lay out lists, forms and actions.
+"""
+
+from . import annotators, contexts, jobs, judgments  # noqa: F401 - each registers its ModelAdmins

@@ -1,0 +1,86 @@
+"""Admin of the annotators' work: assignments (pages), judgments, disagreements. All read-only.
+
+Judgments are append-only, so no one adds, edits or deletes them here; the lists are kept
+cheap at MM-SCALE size (bench/admin_lists.py).
+"""
+
+from django.contrib import admin
+
+from .. import selectors
+from ..models import Assignment, AssignmentItem, Disagreement, Judgment
+
+
+class AssignmentItemInline(admin.TabularInline):
+    model = AssignmentItem
+    extra = 0
+    readonly_fields = ["scenario", "position"]
+    can_delete = False
+
+
+@admin.register(Assignment)
+class AssignmentAdmin(admin.ModelAdmin):
+    list_display = ["id", "annotator", "context", "status", "created_at", "expires_at", "completed_at"]
+    list_filter = ["status"]
+    list_select_related = ["annotator__user", "context"]
+    readonly_fields = ["annotator", "context", "created_at", "expires_at", "submitted_at", "completed_at"]
+    inlines = [AssignmentItemInline]
+
+
+class ScoreFilter(admin.SimpleListFilter):
+    """Fixed 1-5 choices: Django's default filter runs SELECT DISTINCT over every judgment."""
+
+    title = "score"
+    parameter_name = "score"
+
+    def lookups(self, request, model_admin):
+        return [(str(n), str(n)) for n in range(1, 6)]
+
+    def queryset(self, request, queryset):
+        return queryset.filter(score=int(self.value())) if self.value() in {"1", "2", "3", "4", "5"} else queryset
+
+
+@admin.register(Judgment)
+class JudgmentAdmin(admin.ModelAdmin):
+    # Kept cheap at MM-SCALE size (bench/admin_lists.py): filters whose choices need no query
+    # (no date_hierarchy, no DISTINCT over the table), sorting by id only (indexed), and
+    # 50 rows a page (rendering the rows is most of the time).
+    list_display = ["id", "annotator", "scenario", "score", "modality", "phase", "model_score", "delta", "canary_passed", "seconds_spent", "created_at"]
+    list_filter = ["phase", "modality", ScoreFilter, "canary_passed", "model_version", "annotator__status", "created_at"]
+    search_fields = ["scenario__text", "=annotator__user__username", "=annotator__public_id"]
+    list_select_related = ["annotator__user", "scenario"]
+    raw_id_fields = ["annotator", "scenario", "assignment", "revises", "model_version"]
+    sortable_by = ["id"]
+    list_per_page = 50
+    show_full_result_count = False  # no second COUNT(*) over every judgment on filtered pages
+
+    def has_change_permission(self, request, obj=None):
+        return False  # append-only
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(Disagreement)
+class DisagreementAdmin(JudgmentAdmin):
+    """Initial judgments at least MORALE_DISAGREEMENT_THRESHOLD from the model's score, with
+    what the annotator answered at the grounding check."""
+
+    list_display = ["id", "annotator", "scenario", "score", "model_score", "delta", "modality", "check_answer", "model_version", "created_at"]
+    list_filter = ["modality", ScoreFilter, "model_version", "created_at"]
+    list_select_related = ["annotator__user", "scenario", "model_version", "reconfirmation"]
+
+    def get_queryset(self, request):
+        return selectors.disagreements(super().get_queryset(request))
+
+    @admin.display(description="at the check")
+    def check_answer(self, obj):
+        try:
+            again = obj.reconfirmation
+        except Judgment.DoesNotExist:
+            return "not answered yet"
+        if again.score == obj.score and again.modality == obj.modality:
+            return "kept"
+        return f"revised to {again.score} ({again.modality})"

@@ -1,0 +1,112 @@
+"""What the annotator pages read from a POST: ratings, grounding-check answers, page token and
+timing, and the self-signup form. Parsing only: the rules live in the services.
+
+Imported by ``annotation.views`` only. The pages are plain HTML forms (names like
+``score-<scenario id>``), so these are functions over ``request.POST`` rather than Form classes.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+from django.contrib.auth.forms import UserCreationForm
+from django.core.exceptions import ValidationError
+
+from . import crowd, services
+from .models import Assignment
+
+SCORE_LABELS = [
+    (1, "Very unacceptable"),
+    (2, "Unacceptable"),
+    (3, "Neutral"),
+    (4, "Acceptable"),
+    (5, "Very acceptable"),
+]
+# The paper's definitions (appendix 11), shown as help next to each choice.
+MODALITY_HELP = [
+    ("text", "Text", "t", "Your decision is mainly based on the written scenario; the image provides little or no relevant moral information."),
+    ("image", "Image", "i", "Your decision is mainly based on visual cues."),
+    ("both", "Both", "b", "Your decision depends on how the text scenario interacts with the visual scene; removing either modality would change your judgment."),
+]
+
+
+def page_token(post) -> uuid.UUID:
+    """The token the page was rendered with (one per form): makes a double submit harmless."""
+    try:
+        return uuid.UUID(post.get("page_token", ""))
+    except ValueError:
+        raise ValidationError("The form is missing its token; please reload the page.") from None
+
+
+def seconds_since(post, field: str = "rendered_at") -> float | None:
+    """Seconds since the page was rendered, or None when the field is missing or implausible."""
+    try:
+        started = float(post.get(field, ""))
+    except ValueError:
+        return None
+    elapsed = time.time() - started
+    return elapsed if 0 <= elapsed < 24 * 3600 else None
+
+
+# --- the rating page -----------------------------------------------------------------------
+def rating_rows(assignment: Assignment, posted=None) -> list[dict]:
+    """One row per scenario on the page, with what was posted for it (to fill the form again)."""
+    rows = []
+    for item in assignment.items.all():
+        sid = item.scenario_id
+        rows.append(
+            {
+                "scenario": item.scenario,
+                "position": item.position + 1,
+                "score": (posted or {}).get(f"score-{sid}", ""),
+                "modality": (posted or {}).get(f"modality-{sid}", ""),
+                "error": (posted or {}).get(f"error-{sid}"),
+            }
+        )
+    return rows
+
+
+def ratings_from_post(assignment: Assignment, posted: dict) -> tuple[list[services.RatingInput], int]:
+    """The page's ratings as typed, and how many are invalid. Each invalid one gets its
+    message in ``posted["error-<scenario id>"]`` (``rating_rows`` shows it)."""
+    ratings, errors = [], 0
+    for item in assignment.items.all():
+        sid = item.scenario_id
+        score, modality = posted.get(f"score-{sid}"), posted.get(f"modality-{sid}")
+        try:
+            services.rating_check(score=score, modality=modality)
+        except ValidationError as exc:
+            posted[f"error-{sid}"] = exc.messages[0]
+            errors += 1
+        ratings.append(services.RatingInput(scenario_id=sid, score=score, modality=modality))
+    return ratings, errors
+
+
+# --- the grounding check -------------------------------------------------------------------
+def check_answer(post, item) -> tuple[int, str]:
+    """One grounding-check answer as (score, modality); ValidationError says what is wrong."""
+    jid, original = item.judgment.pk, item.judgment.score
+    decision = post.get(f"decision-{jid}")
+    posted_score = post.get(f"score-{jid}")
+    if decision not in ("keep", "revise"):
+        raise ValidationError("Please say whether you keep or revise your score.")
+    if decision == "keep":
+        if posted_score not in (None, "", str(original)):
+            raise ValidationError(
+                f"You chose to keep your score ({original}) but picked {posted_score}: "
+                "choose \"Revise it to\" to change it."
+            )
+        posted_score = original
+    return services.rating_check(score=posted_score, modality=post.get(f"modality-{jid}"))
+
+
+# --- self-signup ---------------------------------------------------------------------------
+class SignupForm(UserCreationForm):
+    """Django's sign-up form; usernames of crowd participants ("prolific-...") are reserved."""
+
+    def clean_username(self):
+        username = super().clean_username()
+        if crowd.reserved_username(username):
+            raise ValidationError("Usernames starting with a platform name are reserved; please choose another.")
+        return username

@@ -1,0 +1,64 @@
+"""Writes of the annotation app, one module per entity: annotators, content, assignment, judgments.
+
+Views, the admin, the API, tasks and commands call them through this package
+(``services.assignment_submit_ratings``, so ``mock.patch("annotation.services.X")`` works);
+every function is keyword-only, validates before it writes and runs in one transaction.
+"""
+
+from ..crowd import CrowdEntryRefused
+from ..models import Annotator, Assignment, AssignmentItem, Context, Judgment, Scenario  # noqa: F401 - old callers read them here
+from .annotators import annotator_create, annotator_for_user, annotator_record_consent, crowd_annotator
+from .assignment import (
+    CANDIDATE_CONTEXTS,
+    AnnotatorNotActive,
+    AssignmentExpired,
+    AssignmentNoLongerAvailable,
+    StudyFull,
+    assignment_complete,
+    assignment_get_or_create,
+    assignment_open_for,
+    assignment_renew,
+    assignments_expire,
+)
+from .content import (
+    context_build,
+    context_create,
+    context_update,
+    contexts_set_active,
+    scenario_add_by_annotator,
+    scenario_create,
+    scenario_text_clean,
+    scenarios_set_retired,
+)
+from .judgments import RatingInput, assignment_submit_ratings, judgment_reconfirm, judgment_token, rating_check
+
+__all__ = [
+    "CANDIDATE_CONTEXTS",
+    "AnnotatorNotActive",
+    "AssignmentExpired",
+    "AssignmentNoLongerAvailable",
+    "CrowdEntryRefused",
+    "RatingInput",
+    "StudyFull",
+    "annotator_create",
+    "annotator_for_user",
+    "annotator_record_consent",
+    "assignment_complete",
+    "assignment_get_or_create",
+    "assignment_open_for",
+    "assignment_renew",
+    "assignment_submit_ratings",
+    "assignments_expire",
+    "context_build",
+    "context_create",
+    "context_update",
+    "contexts_set_active",
+    "crowd_annotator",
+    "judgment_reconfirm",
+    "judgment_token",
+    "rating_check",
+    "scenario_add_by_annotator",
+    "scenario_create",
+    "scenario_text_clean",
+    "scenarios_set_retired",
+]

@@ -1,0 +1,196 @@
+"""Writes of judgments: checking a rating, storing a page's ratings once, answering a grounding check.
+
+Judgments are append-only: a grounding check adds a reconfirmed judgment that revises the
+initial one. Each write is idempotent per page token (a double submit stores one set).
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from modelloop import selectors as modelloop_selectors
+from modelloop import services as modelloop_services
+
+from ..models import Annotator, Assignment, Context, Judgment, Scenario
+from .assignment import AssignmentExpired, assignment_renew
+
+
+@dataclass(frozen=True)
+class RatingInput:
+    scenario_id: int
+    score: int
+    modality: str
+
+
+def rating_check(*, score, modality) -> tuple[int, str]:
+    """Validate one rating as typed; return (score, modality) or raise ValidationError."""
+    if score is None or score == "":
+        raise ValidationError("Please choose a score from 1 to 5.", code="score_missing")
+    if isinstance(score, bool):
+        raise ValidationError("The score must be a whole number from 1 to 5.", code="score_invalid")
+    if isinstance(score, str):
+        if not score.strip().isdigit():
+            raise ValidationError("The score must be a whole number from 1 to 5.", code="score_invalid")
+        score = int(score.strip())
+    if isinstance(score, float):
+        if not score.is_integer():
+            raise ValidationError("The score must be a whole number from 1 to 5.", code="score_invalid")
+        score = int(score)
+    if not isinstance(score, int) or not 1 <= score <= 5:
+        raise ValidationError("The score must be a whole number from 1 to 5.", code="score_out_of_range")
+    if modality not in Judgment.Modality.values:
+        raise ValidationError(
+            "Please say what helped you decide: text, image or both.", code="modality_invalid"
+        )
+    return score, modality
+
+
+# Foreign keys of a judgment come from rows the service has just read or locked; checking
+# each again in full_clean() would cost a query apiece (16 of a submit's 33). The database's
+# own foreign-key constraints still guard them.
+_JUDGMENT_FK_FIELDS = ["annotator", "scenario", "assignment", "model_version", "revises"]
+
+
+def judgment_token(page_token: uuid.UUID, key: str) -> uuid.UUID:
+    """Per-judgment idempotency token derived from the page's token (one per rendered form)."""
+    return uuid.uuid5(page_token, key)
+
+
+def assignment_submit_ratings(
+    *,
+    annotator: Annotator,
+    assignment_id: int,
+    ratings: list[RatingInput],
+    page_token: uuid.UUID,
+    seconds_spent: float | None = None,
+    renew_expired: bool = False,
+    now=None,
+) -> list[Judgment]:
+    """Store the initial judgments of one page, once.
+
+    Each judgment records the current model's score and the delta at this moment; where a
+    score is missing, scoring is queued and the check is shown when it arrives. A repeated
+    submit of the same page (same page token) returns the stored judgments.
+    Raises Assignment.DoesNotExist for someone else's page, AssignmentExpired /
+    AssignmentNoLongerAvailable for a page past its time, ValidationError for bad ratings.
+    """
+    now = now or timezone.now()
+    checked = [RatingInput(r.scenario_id, *rating_check(score=r.score, modality=r.modality)) for r in ratings]
+    if seconds_spent is not None and seconds_spent < 0:
+        seconds_spent = None
+    tokens = {r.scenario_id: judgment_token(page_token, f"initial-{r.scenario_id}") for r in checked}
+
+    with transaction.atomic():
+        assignment = Assignment.objects.select_for_update().get(pk=assignment_id, annotator=annotator)
+        existing = list(Judgment.objects.filter(annotator=annotator, client_token__in=tokens.values()))
+        if existing:
+            return existing  # the same page submitted twice: already stored
+        if assignment.status not in (Assignment.Status.ACTIVE, Assignment.Status.EXPIRED):
+            raise ValidationError("This page was already submitted.", code="already_submitted")
+
+        items = list(assignment.items.select_related("scenario"))
+        item_ids = {i.scenario_id for i in items}
+        given_ids = [r.scenario_id for r in checked]
+        if len(set(given_ids)) != len(given_ids) or set(given_ids) != item_ids:
+            raise ValidationError("Please rate every scenario on the page.", code="ratings_incomplete")
+
+        if assignment.status == Assignment.Status.EXPIRED or assignment.expires_at <= now:
+            if not renew_expired:
+                raise AssignmentExpired()
+            assignment_renew(assignment=assignment, items=items, now=now)
+
+        shown = modelloop_selectors.scores_shown(scenario_ids=given_ids)
+        version = shown.version
+        missing = [sid for sid in given_ids if shown.pending(sid)]
+        scenarios = {i.scenario_id: i.scenario for i in items}
+        judgments = []
+        for r in checked:
+            scenario = scenarios[r.scenario_id]
+            model_score = shown.score(r.scenario_id)
+            judgment = Judgment(
+                annotator=annotator,
+                scenario=scenario,
+                assignment=assignment,
+                score=r.score,
+                modality=r.modality,
+                phase=Judgment.Phase.INITIAL,
+                model_version=version if model_score is not None else None,
+                model_score=model_score,
+                delta=abs(r.score - model_score) if model_score is not None else None,
+                canary_passed=scenario.canary_accepts(r.score) if scenario.is_canary else None,
+                seconds_spent=seconds_spent,
+                client_token=tokens[r.scenario_id],
+            )
+            judgment.full_clean(exclude=_JUDGMENT_FK_FIELDS, validate_unique=False, validate_constraints=False)
+            judgments.append(judgment)
+        Judgment.objects.bulk_create(judgments)
+
+        counted = sorted(s.pk for s in scenarios.values() if not s.is_canary)
+        list(Scenario.objects.select_for_update().filter(pk__in=counted).order_by("id"))  # id order: no deadlock
+        Scenario.objects.filter(pk__in=counted).update(judgment_count=F("judgment_count") + 1)
+        if counted:
+            Context.objects.filter(pk=assignment.context_id).update(judgment_count=F("judgment_count") + len(counted))
+        assignment.status = Assignment.Status.SUBMITTED
+        assignment.submitted_at = now
+        assignment.save(update_fields=["status", "submitted_at"])
+        if missing:
+            modelloop_services.scoring_enqueue(
+                scenario_ids=missing, model_version_id=version.pk if version else None
+            )
+    return list(Judgment.objects.filter(annotator=annotator, client_token__in=tokens.values()))
+
+
+def judgment_reconfirm(
+    *,
+    annotator: Annotator,
+    judgment_id: int,
+    score,
+    modality,
+    page_token: uuid.UUID,
+    seconds_spent: float | None = None,
+) -> Judgment:
+    """Store the answer to a grounding check as a new reconfirmed judgment (the first stays).
+
+    Records the model score the annotator was shown. Idempotent per judgment: a second
+    answer to the same check returns the first one.
+    """
+    score, modality = rating_check(score=score, modality=modality)
+    with transaction.atomic():
+        initial = (
+            Judgment.objects.select_related("scenario")
+            .select_for_update(of=("self",))
+            .get(pk=judgment_id, annotator=annotator, phase=Judgment.Phase.INITIAL)
+        )
+        already = Judgment.objects.filter(revises=initial).first()
+        if already is not None:
+            return already
+        shown = initial.model_score
+        shown_version = initial.model_version
+        if shown is None:  # the score arrived after submit: the check showed the current one
+            current = modelloop_selectors.scores_shown(scenario_ids=[initial.scenario_id])
+            shown = current.score(initial.scenario_id)
+            shown_version = current.version if shown is not None else None
+        judgment = Judgment(
+            annotator=annotator,
+            scenario=initial.scenario,
+            assignment_id=initial.assignment_id,
+            score=score,
+            modality=modality,
+            phase=Judgment.Phase.RECONFIRMED,
+            revises=initial,
+            model_version=shown_version,
+            model_score=shown,
+            delta=abs(score - shown) if shown is not None else None,
+            canary_passed=initial.scenario.canary_accepts(score) if initial.scenario.is_canary else None,
+            seconds_spent=seconds_spent if seconds_spent is None or seconds_spent >= 0 else None,
+            client_token=judgment_token(page_token, f"check-{initial.pk}"),
+        )
+        judgment.full_clean(exclude=_JUDGMENT_FK_FIELDS, validate_unique=False, validate_constraints=False)
+        judgment.save()
+        return judgment
