@@ -1,7 +1,7 @@
 """What the benchmark scripts share: the throw-away environment and databases, subprocesses,
 samplers, load average, verdicts, table rules and saved results.
 
-Imported by the scripts under bench/ only (``from bench import common``).
+Imported by the scripts under bench/ (``from bench import common``) and the bench tests only.
 """
 
 from __future__ import annotations
