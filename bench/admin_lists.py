@@ -4,42 +4,26 @@
     .venv/bin/python bench/admin_lists.py
     .venv/bin/python bench/admin_lists.py --pg-url postgres://postgres@127.0.0.1:5432/postgres --repeat 15
 
-1. Drops and recreates the throw-away database ``morale_bench_admin``, migrates it, and
-   fills it with ``bench/export.py``'s filler (9,260 contexts, 32,212 scenarios, about
-   97,000 judgments, 7 % reconfirmed, 2 % screened-out annotators) plus model predictions
-   and deltas on the judgments, so the disagreement list has rows.
-2. In a fresh subprocess, logs in a researcher (staff + "researcher" group, not a
-   superuser) with Django's test client and requests every list page, plain and with
-   a filter, a search or a sort: one warm-up request, then ``--repeat`` timed ones. The
-   time is the whole request in process: middleware, queries, template rendering.
-3. Prints median and p95 per page against the 300 ms target and saves the numbers to
-   ``bench/results/admin-lists-<time>.json`` (git-ignored); drops the database unless
-   ``--keep``.
-
-Exit status 0 when it ran (a missed target is a measurement), 2 when it could not run.
+What it fills, requests and prints: bench/README.md, "admin_lists.py".
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
-import os
-import shutil
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-PY = sys.executable
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a file: `bench` and the project importable
+
+from bench import common  # noqa: E402
+from bench.common import PY, ROOT, log  # noqa: E402
+
 DB_NAME = "morale_bench_admin"
 TARGET_MS = 300.0
-
-_spec = importlib.util.spec_from_file_location("bench_export", ROOT / "bench" / "export.py")
-bench_export = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(bench_export)
 
 PAGES = [
     ("contexts", "admin:annotation_context_changelist", {}),
@@ -59,10 +43,6 @@ PAGES = [
     ("exports", "admin:annotation_datasetexport_changelist", {}),
     ("training runs", "admin:training_trainingrun_changelist", {}),
 ]
-
-
-def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
 
 
 def add_predictions() -> dict:
@@ -143,52 +123,30 @@ def main() -> int:
         return 0
 
     tmp = Path(tempfile.mkdtemp(prefix="morale-bench-admin-"))
-    env = dict(
-        os.environ,
-        DJANGO_SETTINGS_MODULE="morale.settings.base",
-        DATABASE_URL=bench_export.pg_url_for(args.pg_url, DB_NAME),
-        MEDIA_ROOT=str(tmp / "media"),
-        MORALE_VAR_DIR=str(tmp / "var"),
-        CELERY_BROKER_URL="filesystem://localhost/",
-        ALLOWED_HOSTS="testserver,localhost",
-        DEBUG="false",
-        LOG_LEVEL="WARNING",
-        PYTHONPATH=str(ROOT),
+    env = common.bench_env(
+        database_url=common.pg_url_for(args.pg_url, DB_NAME), folder=tmp, ALLOWED_HOSTS="testserver,localhost"
     )
     try:
-        bench_export.pg_admin(args.pg_url, f'DROP DATABASE IF EXISTS "{DB_NAME}" WITH (FORCE)')
-        bench_export.pg_admin(args.pg_url, f'CREATE DATABASE "{DB_NAME}"')
-        bench_export.run_sub([PY, "manage.py", "migrate", "--noinput", "-v", "0"], env, "migrate")
+        common.pg_recreate(args.pg_url, DB_NAME)
+        common.migrate(env)
         t = time.perf_counter()
-        filled = bench_export.last_json_line(
-            bench_export.run_sub([PY, str(ROOT / "bench" / "export.py"), "--phase", "fill", "--scale", "1"], env, "fill")
-        )
+        # The export bench's filler, in its own process: the same data as there.
+        filled = common.run_json([PY, str(ROOT / "bench" / "export.py"), "--phase", "fill", "--scale", "1"], env, "fill")
         log(f"filled in {time.perf_counter() - t:.1f}s: {filled}")
-        load = Path("/proc/loadavg").read_text().split()[0]
-        result = bench_export.last_json_line(
-            bench_export.run_sub([PY, __file__, "--phase", "measure", "--repeat", str(args.repeat)], env, "measure")
-        )
+        load = common.loadavg()
+        result = common.run_json([PY, __file__, "--phase", "measure", "--repeat", str(args.repeat)], env, "measure")
         result.update(filled={**filled, **result["filled"]}, load_before=load)
     except Exception as exc:  # noqa: BLE001 - report and exit 2: the bench could not run
-        log(f"bench could not run: {type(exc).__name__}: {exc}")
-        return 2
+        return common.could_not_run(exc)
     finally:
-        if args.keep:
-            log(f"kept database {DB_NAME} and folder {tmp}")
-        else:
-            bench_export.pg_admin(args.pg_url, f'DROP DATABASE IF EXISTS "{DB_NAME}" WITH (FORCE)')
-            shutil.rmtree(tmp, ignore_errors=True)
+        common.clean_up(tmp, keep=args.keep, server_url=args.pg_url, dbname=DB_NAME)
 
     print(f"Admin list pages, PostgreSQL, MM-SCALE size ({result['filled']}), load average before: {result['load_before']}")
     print(f"{'page':32} {'median ms':>10} {'p95 ms':>8}  target < {TARGET_MS:.0f} ms")
     for row in result["pages"]:
-        verdict = "met" if row["p95_ms"] < TARGET_MS else "MISSED"
+        verdict = common.verdict(row["p95_ms"] < TARGET_MS, "met", "MISSED")
         print(f"{row['page']:32} {row['median_ms']:10.1f} {row['p95_ms']:8.1f}  {verdict}")
-    results_dir = ROOT / "bench" / "results"
-    results_dir.mkdir(parents=True, exist_ok=True)
-    saved = results_dir / f"admin-lists-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    saved.write_text(json.dumps(result, indent=2))
-    print(f"saved {saved.relative_to(ROOT)}")
+    common.save_results("admin-lists", result)
     return 0
 
 

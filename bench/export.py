@@ -3,31 +3,8 @@
 
     .venv/bin/python bench/export.py                   # 1x and 2x the MM-SCALE size
     .venv/bin/python bench/export.py --scales 1        # 1x only
-    .venv/bin/python bench/export.py --pg-url postgres://postgres@127.0.0.1:5432/postgres
 
-For each scale (1x = 9,260 contexts, 32,212 scenarios, about 97,000 judgments, section 3.3
-of the paper):
-
-1. Drops and recreates the throw-away database ``morale_bench_export`` and runs
-   ``manage.py migrate`` on it (``morale.settings.base``, media in a temporary folder).
-2. Fills it in a subprocess with ``COPY ... FROM STDIN``: users and annotators (2 %
-   screened out), one small PNG shared by every context, 3-4 scenarios per context (1 %
-   canaries), 2-3 initial judgments per scenario from distinct annotators, and a
-   reconfirmation for 7 % of them (the paper: < 7 % of items revised).
-3. Measures in a fresh subprocess (so that filling leaves nothing in its memory):
-   - ``manage.py export_dataset --format jsonl`` via ``call_command``: the very code path of
-     the command. Wall time of two runs, RSS before and the peak RSS during the run
-     (sampled every 2 ms from /proc/self/statm), then a third run under ``tracemalloc`` for
-     the peak of Python allocations;
-   - the CSV and Parquet exports, one run each;
-   - ``COPY (SELECT <the judgment rows the export reads, joined with their scenario,
-     context and annotator>) TO STDOUT`` into a null sink: the floor of reading the same
-     rows out of PostgreSQL, and the export time as a multiple of it.
-4. Drops the database and the temporary folder (``--keep`` keeps both), prints the table
-   and saves the numbers to ``bench/results/export-postgres-<time>.json`` (git-ignored).
-
-Flat memory = the same peaks at 1x and 2x. Target: the JSONL export in < 10 s at 1x.
-Exit status 0 when it ran (a missed target is a measurement), 2 when it could not run.
+What it fills, measures and prints: bench/README.md, "export.py".
 """
 
 from __future__ import annotations
@@ -36,94 +13,43 @@ import argparse
 import hashlib
 import io
 import json
-import os
 import random
-import shutil
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-PY = sys.executable
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a file: `bench` and the project importable
+
+from bench import common  # noqa: E402
+from bench.common import PY, log  # noqa: E402
+
 DB_NAME = "morale_bench_export"
-BASE = {"contexts": 9260, "scenarios": 32212, "judgments": 97000}
+BASE = {"contexts": common.MM_SCALE_CONTEXTS, "scenarios": common.MM_SCALE_SCENARIOS,
+        "judgments": common.MM_SCALE_JUDGMENTS}
 RECONFIRM_RATE = 0.07
 TARGET_SECONDS = 10.0
-PAGE = os.sysconf("SC_PAGE_SIZE")
-
-
-def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
 
 
 # --- parent: databases and subprocesses -----------------------------------------------------
-def pg_url_for(base_url: str, dbname: str) -> str:
-    head, _, _ = base_url.rpartition("/")
-    return f"{head}/{dbname}"
-
-
-def pg_admin(base_url: str, sql: str) -> None:
-    import psycopg2
-
-    conn = psycopg2.connect(base_url)
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute(sql)
-    conn.close()
-
-
-def run_sub(args: list[str], env: dict, what: str) -> str:
-    proc = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True)
-    if proc.returncode != 0:
-        sys.stderr.write(proc.stdout[-4000:] + proc.stderr[-8000:])
-        raise RuntimeError(f"{what} failed (exit {proc.returncode})")
-    return proc.stdout
-
-
-def last_json_line(text: str) -> dict:
-    for line in reversed(text.strip().splitlines()):
-        if line.startswith("{"):
-            return json.loads(line)
-    raise RuntimeError(f"no JSON result in output:\n{text[-2000:]}")
-
-
 def bench_scale(scale: int, args) -> dict:
     tmp = Path(tempfile.mkdtemp(prefix="morale-bench-export-"))
-    env = dict(
-        os.environ,
-        DJANGO_SETTINGS_MODULE="morale.settings.base",
-        DATABASE_URL=pg_url_for(args.pg_url, DB_NAME),
-        MEDIA_ROOT=str(tmp / "media"),
-        MORALE_VAR_DIR=str(tmp / "var"),
-        CELERY_BROKER_URL="filesystem://localhost/",
-        DEBUG="false",
-        LOG_LEVEL="WARNING",
-        PYTHONPATH=str(ROOT),
-    )
+    env = common.bench_env(database_url=common.pg_url_for(args.pg_url, DB_NAME), folder=tmp)
     try:
-        pg_admin(args.pg_url, f'DROP DATABASE IF EXISTS "{DB_NAME}" WITH (FORCE)')
-        pg_admin(args.pg_url, f'CREATE DATABASE "{DB_NAME}"')
+        common.pg_recreate(args.pg_url, DB_NAME)
+        seconds = common.migrate(env)
+        log(f"[{scale}x] database {DB_NAME} migrated in {seconds:.1f}s")
         t = time.perf_counter()
-        run_sub([PY, "manage.py", "migrate", "--noinput", "-v", "0"], env, "migrate")
-        log(f"[{scale}x] database {DB_NAME} migrated in {time.perf_counter() - t:.1f}s")
-        t = time.perf_counter()
-        filled = last_json_line(run_sub([PY, __file__, "--phase", "fill", "--scale", str(scale)], env, "fill"))
+        filled = common.run_json([PY, __file__, "--phase", "fill", "--scale", str(scale)], env, "fill")
         log(f"[{scale}x] filled in {time.perf_counter() - t:.1f}s: {filled}")
-        load = Path("/proc/loadavg").read_text().split()[0]
-        result = last_json_line(run_sub([PY, __file__, "--phase", "measure"], env, "measure"))
+        load = common.loadavg()
+        result = common.run_json([PY, __file__, "--phase", "measure"], env, "measure")
         result.update(scale=scale, filled=filled, load_before=load)
         return result
     finally:
-        if args.keep:
-            log(f"[{scale}x] kept database {DB_NAME} and folder {tmp}")
-        else:
-            pg_admin(args.pg_url, f'DROP DATABASE IF EXISTS "{DB_NAME}" WITH (FORCE)')
-            shutil.rmtree(tmp, ignore_errors=True)
+        common.clean_up(tmp, keep=args.keep, server_url=args.pg_url, dbname=DB_NAME, prefix=f"[{scale}x] ")
 
 
 # --- child: fill ---------------------------------------------------------------------------------
@@ -175,9 +101,7 @@ def phase_fill(scale: int) -> dict:
          "t" if rng.random() < 0.03 else "f", "t", "", 0, ts)
         for i in range(1, n_ctx + 1)
     ]
-    per_context = [3] * n_ctx
-    for i in rng.sample(range(n_ctx), n_scn - 3 * n_ctx):
-        per_context[i] = 4
+    per_context = common.scenarios_per_context(rng, n_ctx, n_scn)
     scenarios, sid = [], 0
     for c, k in enumerate(per_context, start=1):
         for j in range(k):
@@ -251,32 +175,6 @@ def phase_fill(scale: int) -> dict:
 
 
 # --- child: measure ---------------------------------------------------------------------------------
-def rss_bytes() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * PAGE
-
-
-class PeakRss:
-    """Samples this process's RSS every 2 ms while in the with-block."""
-
-    def __enter__(self):
-        self.before = self.peak = rss_bytes()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-        return self
-
-    def _run(self):
-        while not self._stop.is_set():
-            self.peak = max(self.peak, rss_bytes())
-            time.sleep(0.002)
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, rss_bytes())
-
-
 class NullSink(io.RawIOBase):
     def __init__(self):
         self.size = 0
@@ -328,7 +226,7 @@ def phase_measure() -> dict:
     out: dict = {}
     times = []
     for _ in range(2):
-        with PeakRss() as rss:
+        with common.PeakRss() as rss:
             seconds, record = export("jsonl")
         times.append(seconds)
         out["rss_before_mib"] = rss.before / 2**20
@@ -370,15 +268,14 @@ def phase_measure() -> dict:
 
 # --- report -------------------------------------------------------------------------------------
 def report(results: list[dict]) -> None:
-    print()
-    print("Dataset export benchmark (PostgreSQL, manage.py export_dataset code path)")
-    print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, 1-min load average before measuring: "
-          f"{', '.join(r['load_before'] for r in results)}; wall seconds, best of 2 (csv, parquet: 1 run)")
-    print()
+    common.print_title(
+        "Dataset export benchmark (PostgreSQL, manage.py export_dataset code path)",
+        f", 1-min load average before measuring: {', '.join(r['load_before'] for r in results)}; "
+        "wall seconds, best of 2 (csv, parquet: 1 run)",
+    )
     head = (f"{'scale':>5} {'contexts':>8} {'scen.':>6} {'judgm.':>7} | {'jsonl s':>7} {'csv s':>6} {'parq. s':>7} | "
             f"{'COPY s':>6} {'jsonl/COPY':>10} | {'tracemalloc':>11} {'RSS delta':>9} | {'jsonl MiB':>9}")
-    print(head)
-    print("-" * len(head))
+    common.print_header(head)
     for r in results:
         f = r["filled"]
         jsonl, copy = min(r["jsonl_seconds"]), min(r["copy_seconds"])
@@ -401,7 +298,7 @@ def report(results: list[dict]) -> None:
     one = next((r for r in results if r["scale"] == 1), None)
     if one:
         best = min(one["jsonl_seconds"])
-        print(f"\ntarget: JSONL export at 1x < {TARGET_SECONDS:.0f} s: {best:.2f} s -> {'PASS' if best < TARGET_SECONDS else 'FAIL'}")
+        print(f"\ntarget: JSONL export at 1x < {TARGET_SECONDS:.0f} s: {best:.2f} s -> {common.verdict(best < TARGET_SECONDS)}")
     if len(results) > 1:
         a, b = results[0], results[-1]
         print(
@@ -428,14 +325,9 @@ def main() -> int:
     try:
         results = [bench_scale(int(s), args) for s in args.scales.split(",")]
     except Exception as exc:  # noqa: BLE001 - report and exit 2: the bench could not run
-        log(f"bench could not run: {type(exc).__name__}: {exc}")
-        return 2
+        return common.could_not_run(exc)
     report(results)
-    results_dir = ROOT / "bench" / "results"
-    results_dir.mkdir(parents=True, exist_ok=True)
-    saved = results_dir / f"export-postgres-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    saved.write_text(json.dumps(results, indent=2))
-    print(f"saved {saved.relative_to(ROOT)}")
+    common.save_results("export-postgres", results)
     return 0
 
 

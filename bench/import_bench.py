@@ -5,37 +5,12 @@
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/morale_import_bench .venv/bin/python bench/import_bench.py
     .venv/bin/python bench/import_bench.py --db sqlite --scale 0.1   # quick
 
-1. **Data** (generated once, in a temporary folder, not timed): a JSON Lines file with
-   9,260 contexts and 32,212 scenarios (the MM-SCALE size, paper section 3.3; x
-   ``--scale``): 3 or 4 scenarios per context, a ``text_only_label`` on 3 in 4 of them,
-   1 % canaries with a score range; and one distinct small PNG per context (64x48, real
-   files that Pillow decodes), in 10 sub-folders of a folder, and the same images in a zip.
-2. **Databases**: a SQLite file in the temporary folder (``morale.settings.base``: WAL,
-   IMMEDIATE transactions), and, when ``DATABASE_URL`` names PostgreSQL, that database,
-   **dropped and recreated** (so its name must contain ``bench``; the bench refuses any
-   other). ``manage.py migrate`` on each; media and the Celery broker (a filesystem
-   folder: the scoring tasks the import queues are written, and thrown away) in the
-   temporary folder.
-3. **Measured** in a fresh process per database, through ``call_command("import_contexts",
-   ...)``, the command's own code path:
-   - the first import (everything new: every image checked and stored, contexts and
-     scenarios inserted, 1,007 scoring tasks queued): wall time, the service's phases (from
-     its log record: parse the file, check the images, match against the database, store
-     the images, insert in one transaction, commit + queue the scoring tasks), database
-     queries, peak RSS;
-   - the same file again (everything already present: images checked again, nothing
-     written);
-   - the same file again with the images from the zip.
-
-Target (issue 5): the first JSONL import under 60 s. Prints a table and saves the
-figures to ``bench/results/import-<time>.json`` (git-ignored). Exit status 0 when it ran
-(a missed target is a measurement), 2 when it could not run.
+What it generates, measures and prints: bench/README.md, "import_bench.py".
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import io
 import json
 import logging
@@ -47,16 +22,14 @@ import tempfile
 import time
 import zipfile
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
-ROOT = Path(__file__).resolve().parent.parent
-PY = sys.executable
-BASE = {"contexts": 9260, "scenarios": 32212}
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a file: `bench` and the project importable
+
+from bench import common  # noqa: E402
+from bench.common import PY, log  # noqa: E402
+
+BASE = {"contexts": common.MM_SCALE_CONTEXTS, "scenarios": common.MM_SCALE_SCENARIOS}
 TARGET_SECONDS = 60.0
-
-
-def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
 
 
 # --- data ---------------------------------------------------------------------------------------
@@ -67,9 +40,7 @@ def generate(folder: Path, scale: float) -> dict:
     rng = random.Random(20261122)
     n_ctx = round(BASE["contexts"] * scale)
     n_scn = round(BASE["scenarios"] * scale)
-    per_context = [3] * n_ctx
-    for i in rng.sample(range(n_ctx), n_scn - 3 * n_ctx):
-        per_context[i] = 4
+    per_context = common.scenarios_per_context(rng, n_ctx, n_scn)
     images = folder / "images"
     lines, sid = [], 0
     for c in range(n_ctx):
@@ -103,59 +74,25 @@ def generate(folder: Path, scale: float) -> dict:
             "images_mib": sum(p.stat().st_size for p in images.rglob("*.png")) / 2**20}
 
 
-# Helpers shared with the export bench (bench/export.py), loaded by path: bench/ is no package.
-_spec = importlib.util.spec_from_file_location("bench_export", Path(__file__).with_name("export.py"))
-_bench_export = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_bench_export)
-PeakRss, run_sub, last_json_line = _bench_export.PeakRss, _bench_export.run_sub, _bench_export.last_json_line
-
-
 # --- parent: databases and subprocesses -----------------------------------------------------
-def pg_admin(url: str, sql: str) -> None:
-    import psycopg2
-
-    parts = urlsplit(url)
-    conn = psycopg2.connect(urlunsplit(parts._replace(path="/postgres")))
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute(sql)
-    conn.close()
-
-
 def bench_db(kind: str, url: str, data_dir: Path, args) -> dict:
     tmp = Path(tempfile.mkdtemp(prefix=f"morale-bench-import-{kind}-"))
     if kind == "sqlite":
-        url = f"sqlite:///{tmp / 'bench.sqlite3'}"
-    env = dict(
-        os.environ,
-        DJANGO_SETTINGS_MODULE="morale.settings.base",
-        DATABASE_URL=url,
-        MEDIA_ROOT=str(tmp / "media"),
-        MORALE_VAR_DIR=str(tmp / "var"),
-        CELERY_BROKER_URL="filesystem://localhost/",
-        DEBUG="false",
-        LOG_LEVEL="WARNING",
-        PYTHONPATH=str(ROOT),
-    )
-    name = urlsplit(url).path.lstrip("/")
+        url = common.sqlite_url(tmp)
+    env = common.bench_env(database_url=url, folder=tmp)
+    name = common.pg_db_name(url)
+    server = common.pg_url_for(url, "postgres")  # where to connect to drop and create `name`
     try:
         if kind == "postgres":
-            pg_admin(url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            pg_admin(url, f'CREATE DATABASE "{name}"')
-        t = time.perf_counter()
-        run_sub([PY, "manage.py", "migrate", "--noinput", "-v", "0"], env, "migrate")
-        log(f"[{kind}] migrated in {time.perf_counter() - t:.1f}s")
-        load = Path("/proc/loadavg").read_text().split()[0]
-        result = last_json_line(run_sub([PY, __file__, "--phase", "measure", "--data", str(data_dir)], env, "measure"))
+            common.pg_recreate(server, name)
+        seconds = common.migrate(env)
+        log(f"[{kind}] migrated in {seconds:.1f}s")
+        load = common.loadavg()
+        result = common.run_json([PY, __file__, "--phase", "measure", "--data", str(data_dir)], env, "measure")
         result.update(db=kind, load_before=load)
         return result
     finally:
-        if args.keep:
-            log(f"[{kind}] kept {tmp}" + (f" and database {name}" if kind == "postgres" else ""))
-        else:
-            if kind == "postgres":
-                pg_admin(url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            shutil.rmtree(tmp, ignore_errors=True)
+        common.clean_up(tmp, keep=args.keep, server_url=server, dbname=name if kind == "postgres" else "", prefix=f"[{kind}] ")
 
 
 # --- child: measure ---------------------------------------------------------------------------
@@ -191,7 +128,7 @@ def phase_measure(data_dir: Path) -> dict:
 
     def one(images: str, *, count_queries: bool = False) -> dict:
         out = io.StringIO()
-        with PeakRss() as rss:
+        with common.PeakRss() as rss:
             t, c = time.perf_counter(), time.process_time()
             if count_queries:
                 with CaptureQueriesContext(connection) as queries:
@@ -219,16 +156,14 @@ def phase_measure(data_dir: Path) -> dict:
 
 # --- report -------------------------------------------------------------------------------------
 def report(results: list[dict], made: dict) -> None:
-    print()
-    print("Bulk import benchmark (manage.py import_contexts, JSON Lines, images from a folder / zip)")
-    print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs; data: {made['contexts']} contexts, "
-          f"{made['scenarios']} scenarios, JSONL {made['jsonl_mib']:.1f} MiB, images {made['images_mib']:.1f} MiB "
-          f"(one distinct PNG per context)")
-    print()
+    common.print_title(
+        "Bulk import benchmark (manage.py import_contexts, JSON Lines, images from a folder / zip)",
+        f"; data: {made['contexts']} contexts, {made['scenarios']} scenarios, JSONL {made['jsonl_mib']:.1f} MiB, "
+        f"images {made['images_mib']:.1f} MiB (one distinct PNG per context)",
+    )
     head = (f"{'db':>8} {'load':>5} | {'first s':>7} {'cpu s':>6} {'queries':>7} {'RSS +MiB':>8} | "
             f"{'parse':>5} {'check':>5} {'match':>5} {'store':>5} {'insert':>6} {'queue':>5} | {'again s':>7} {'again zip s':>11}")
-    print(head)
-    print("-" * len(head))
+    common.print_header(head)
     for r in results:
         f, p = r["first"], r["first"]["phases"] or {}
         print(f"{r['db']:>8} {r['load_before']:>5} | {f['seconds']:>7.2f} {f['cpu_seconds']:>6.2f} {f['queries']:>7} "
@@ -246,7 +181,7 @@ def report(results: list[dict], made: dict) -> None:
     for r in results:
         best = r["first"]["seconds"]
         print(f"target ({r['db']}): first JSONL import < {TARGET_SECONDS:.0f} s: {best:.2f} s -> "
-              f"{'PASS' if best < TARGET_SECONDS else 'FAIL'}")
+              f"{common.verdict(best < TARGET_SECONDS)}")
 
 
 def main() -> int:
@@ -270,9 +205,9 @@ def main() -> int:
         if not is_pg:
             log("bench could not run: --db postgres needs DATABASE_URL=postgres://.../<a name with 'bench'>")
             return 2
-        if "bench" not in urlsplit(pg_url).path:
+        if "bench" not in common.pg_db_name(pg_url):
             log(f"bench could not run: it drops and recreates the database of DATABASE_URL; "
-                f"{urlsplit(pg_url).path.lstrip('/')!r} has no 'bench' in its name, so it is left alone")
+                f"{common.pg_db_name(pg_url)!r} has no 'bench' in its name, so it is left alone")
             return 2
     data_dir = Path(tempfile.mkdtemp(prefix="morale-bench-import-data-"))
     try:
@@ -281,17 +216,12 @@ def main() -> int:
         log(f"generated {made} in {time.perf_counter() - t:.1f}s")
         results = [bench_db(kind, pg_url if kind == "postgres" else "", data_dir, args) for kind in kinds]
     except Exception as exc:  # noqa: BLE001 - report and exit 2: the bench could not run
-        log(f"bench could not run: {type(exc).__name__}: {exc}")
-        return 2
+        return common.could_not_run(exc)
     finally:
         if not args.keep:
             shutil.rmtree(data_dir, ignore_errors=True)
     report(results, made)
-    results_dir = ROOT / "bench" / "results"
-    results_dir.mkdir(parents=True, exist_ok=True)
-    saved = results_dir / f"import-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    saved.write_text(json.dumps({"data": made, "results": results}, indent=2))
-    print(f"saved {saved.relative_to(ROOT)}")
+    common.save_results("import", {"data": made, "results": results})
     return 0
 
 

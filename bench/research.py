@@ -4,32 +4,8 @@ dashboard on MM-SCALE-sized synthetic data.
 
     .venv/bin/python bench/research.py                      # SQLite, in a temporary folder
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/helper_research_bench .venv/bin/python bench/research.py
-    .venv/bin/python bench/research.py --scale 2 --html /tmp/dashboard.html
 
-What one run does:
-
-1. **Database.** SQLite: a file in a temporary folder. PostgreSQL (``DATABASE_URL`` or
-   ``--db-url``): that database is dropped and created again (through the server's
-   ``postgres`` database), so name a throw-away one. ``migrate`` with
-   ``morale.settings.base`` (media and var in the temporary folder, DEBUG off).
-2. **Data** (``bulk_create``, explicit ids, PostgreSQL sequences reset afterwards), at
-   1x: 9,260 contexts in 10 import batches (a tenth without a batch), 32,212 scenarios
-   (3-4 per context, text-only labels -1/0/+1 on 90%) plus 1 canary per 30 contexts, 800
-   annotators (2% screened out, 1% paused; 3% answer at random, 1% give one score, 1%
-   straight-line their pages, 5% are too fast, 2% fail canaries), 2-3 initial judgments per
-   scenario (each rater of a context rates its scenarios on one page), a reconfirmation
-   for ~7% of them, ~10 canary answers per annotator: about 97,000 judgment rows, spread
-   over 30 days and over four model versions (three with test metrics).
-3. **Measurements** (wall time of the first call, best and median of ``--repeat``, and
-   the median CPU time of this process): ``quality_refresh``, ``annotator_stats``,
-   ``flagged_items``, ``load_rows`` (the one judgment query), the judgment table and
-   each analysis function on them, ``dashboard_bundle(use_cache=False)``, ``GET /research/?refresh=1`` (the whole
-   page: bundle + charts + template), ``GET /research/`` from the cache and
-   ``GET /research/quality/``, as a researcher (staff + group) through Django's test client.
-4. Prints the table and the targets (bundle and page < 2 s) with PASS/FAIL; drops the
-   PostgreSQL database and the temporary folder unless ``--keep``.
-
-Exit status 0 when it ran (a missed target is a measurement), 2 when it could not run.
+What it fills, measures and prints: bench/README.md, "research.py".
 """
 
 from __future__ import annotations
@@ -49,43 +25,23 @@ from datetime import datetime, timedelta, timezone as dt_timezone
 from pathlib import Path
 from unittest import mock
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-BASE = {"contexts": 9260, "scenarios": 32212, "annotators": 800}
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a file: `bench` and the project importable
+
+from bench import common  # noqa: E402
+from bench.common import log  # noqa: E402
+
+BASE = {"contexts": common.MM_SCALE_CONTEXTS, "scenarios": common.MM_SCALE_SCENARIOS, "annotators": 800}
 INITIAL_PER_SCENARIO = 2.81  # with ~7% reconfirmed: ~97,000 judgment rows at 1x
 RECONFIRM_RATE = 0.07
 TARGET_SECONDS = 2.0
 DAYS = 30
 
 
-def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
-
-
-def pg_admin(url: str, sql: str) -> None:
-    import psycopg2
-
-    head, _, _ = url.rpartition("/")
-    conn = psycopg2.connect(f"{head}/postgres")
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute(sql)
-    conn.close()
-
-
 def setup_environment(db_url: str | None, tmp: Path) -> str:
+    """The throw-away settings, in this process's environment (the bench runs in-process)."""
     if db_url is None:
-        db_url = f"sqlite:///{tmp / 'bench.sqlite3'}"
-    os.environ.update(
-        DJANGO_SETTINGS_MODULE="morale.settings.base",
-        DATABASE_URL=db_url,
-        MEDIA_ROOT=str(tmp / "media"),
-        MORALE_VAR_DIR=str(tmp / "var"),
-        CELERY_BROKER_URL="filesystem://localhost/",
-        DEBUG="false",
-        LOG_LEVEL="WARNING",
-        ALLOWED_HOSTS="testserver,localhost",
-    )
+        db_url = common.sqlite_url(tmp)
+    os.environ.update(common.bench_env(database_url=db_url, folder=tmp, ALLOWED_HOSTS="testserver,localhost"))
     (tmp / "var").mkdir(parents=True, exist_ok=True)
     return db_url
 
@@ -123,9 +79,7 @@ def fill(scale: int, seed: int) -> dict:
                 import_batch_id=None if rng.random() < 0.1 else rng.randint(1, 10))
         for i in range(1, n_ctx + 1)
     ]
-    per_context = [3] * n_ctx
-    for i in rng.sample(range(n_ctx), n_scn - 3 * n_ctx):
-        per_context[i] = 4
+    per_context = common.scenarios_per_context(rng, n_ctx, n_scn)
     scenarios, truth, true_modality, sid = [], {}, {}, 0
     by_context: dict[int, list[int]] = {}
     for c, k in enumerate(per_context, start=1):
@@ -336,9 +290,7 @@ def main() -> int:
     postgres = db_url.startswith("postgres")
     try:
         if postgres:
-            name = db_url.rpartition("/")[2]
-            pg_admin(db_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            pg_admin(db_url, f'CREATE DATABASE "{name}"')
+            common.pg_recreate(common.pg_url_for(db_url, "postgres"), common.pg_db_name(db_url))
         import django
 
         django.setup()
@@ -363,7 +315,7 @@ def main() -> int:
 
             connections.close_all()
             if postgres:
-                pg_admin(db_url, f'DROP DATABASE IF EXISTS "{db_url.rpartition("/")[2]}" WITH (FORCE)')
+                common.pg_drop(common.pg_url_for(db_url, "postgres"), common.pg_db_name(db_url))
             shutil.rmtree(tmp, ignore_errors=True)
 
     print(f"\nMORALE research bench: {connection.vendor}, scale {args.scale}x, {filled['contexts']:,} contexts, "
@@ -376,7 +328,7 @@ def main() -> int:
     print("figures:", json.dumps(result["figures"], default=float))
     for name in ("dashboard_bundle", "page_recompute"):
         t = result["times"][name]["median"]
-        print(f"target {name} < {TARGET_SECONDS:g} s: {'PASS' if t < TARGET_SECONDS else 'FAIL'} ({t:.3f} s median)")
+        print(f"target {name} < {TARGET_SECONDS:g} s: {common.verdict(t < TARGET_SECONDS)} ({t:.3f} s median)")
     return 0
 
 

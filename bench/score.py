@@ -5,44 +5,13 @@
     .venv/bin/python bench/score.py --db sqlite --broker filesystem  # the embedded default
     .venv/bin/python bench/score.py --quick                          # fewer pairs, one round
 
-What it measures, on this machine's CPU (no GPU is used even if there is one: ``CUDA_VISIBLE_DEVICES=""``;
-``--torch-threads`` CPU threads per process, default 1, the same in the worker):
-
-1. **Batched vs one at a time**, pairs/s of ``scorer.score`` for the default scorer (the
-   zero-shot MiniLM text baseline), the EfficientNet-Lite0 + MiniLM head scorer, and the
-   zero-shot scorer on a tiny Qwen2-VL built by ``modelloop.scoring.tiny_vlms`` (random
-   weights: its speed, not its scores, mean something). Inputs are real photographs
-   shipped with scikit-image; batches of ``MORALE_SCORER_BATCH_SIZE`` (32).
-2. **Celery overhead**: the same ``--pairs`` scenarios with the default scorer, once as a
-   direct ``scorer.score`` loop in batches of 32 (inputs prepared beforehand) and once
-   through a real ``celery -A morale worker -Q gpu --concurrency 1`` process: enqueue
-   (``services.scoring_enqueue``, tasks of 32) until the last prediction is stored
-   (its ``created_at``); nothing subtracted. Fair: the worker has loaded the model (its
-   start-up warm-up) and scored one task before the clock starts; the bench process only
-   sleeps while the worker runs, and the worker idles while the direct loop runs.
-   ``--rounds`` paired rounds (direct, then worker); the median of the per-round ratios
-   is judged, as other load on a shared machine moves both halves of a pair alike.
-   Target: overhead <= 15 %. Also printed: the share of the worker's wall time spent
-   outside its task bodies (from the worker log's "succeeded in" times): the broker,
-   acks and dispatch, free of the noise in the model's own compute time.
-3. **Rescore from cached features**: 32,212 scenarios (the MM-SCALE size) in 8,053
-   contexts, synthetic 1664-d float32 features in the cache table, and a registered
-   EfficientNet+MiniLM head version (model loaded before the clock starts). Timed:
-   the promotion's head-only path, i.e. ``scenario_ids_missing_prediction`` then
-   ``services.scenarios_score`` over chunks of ``CACHED_CHUNK_SIZE``, reading the
-   vectors from the database and writing 32,212 predictions. The backbone is never
-   called (checked). Target: under 5 s. Then the same through the worker: a second head
-   on the same backbone is promoted and the clock runs until its last prediction is
-   stored (the worker already holds the backbones; it loads the new head).
-
-The database (PostgreSQL ``morale_bench_score``, dropped and recreated, or a SQLite
-file) and the broker (Redis db ``--redis-db``, flushed, or a filesystem folder) are
-thrown away. Exit status 0 unless the bench itself fails; a missed target is a result.
+What it measures and prints, and what it throws away: bench/README.md, "score.py".
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import io
 import os
@@ -56,30 +25,24 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a file: `bench` and the project importable
+
+from bench import common  # noqa: E402
+from bench.common import ROOT  # noqa: E402
+
 PG_DB = "morale_bench_score"
-MM_SCALE_SCENARIOS = 32_212
 BATCH = 32
 
-
-def log(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+log = functools.partial(common.log, stamp="", to_stdout=True)
 
 
 def configure(args, tmp: Path) -> dict[str, str]:
     """Environment for this process and the worker: throw-away database, broker and media."""
     if args.db == "postgres":
-        import psycopg2
-
-        admin = psycopg2.connect(args.pg_url)
-        admin.autocommit = True
-        with admin.cursor() as cur:
-            cur.execute(f'DROP DATABASE IF EXISTS "{PG_DB}" WITH (FORCE)')
-            cur.execute(f'CREATE DATABASE "{PG_DB}"')
-        admin.close()
-        database_url = args.pg_url.rsplit("/", 1)[0] + f"/{PG_DB}"
+        common.pg_recreate(args.pg_url, PG_DB)
+        database_url = common.pg_url_for(args.pg_url, PG_DB)
     else:
-        database_url = f"sqlite:///{tmp / 'bench.sqlite3'}"
+        database_url = common.sqlite_url(tmp)
     if args.broker == "redis":
         import redis
 
@@ -87,36 +50,28 @@ def configure(args, tmp: Path) -> dict[str, str]:
         redis.Redis.from_url(broker).flushdb()
     else:
         broker = "filesystem://localhost/"
-    env = {
-        "DJANGO_SETTINGS_MODULE": "morale.settings.base",
-        "DATABASE_URL": database_url,
-        "CELERY_BROKER_URL": broker,
-        "MORALE_VAR_DIR": str(tmp / "var"),
-        "MEDIA_ROOT": str(tmp / "media"),
-        "MORALE_SCORER_BATCH_SIZE": str(BATCH),
-        "CUDA_VISIBLE_DEVICES": "",
-        "OMP_NUM_THREADS": str(args.torch_threads),
-        "MKL_NUM_THREADS": str(args.torch_threads),
-        "HF_HUB_OFFLINE": "1",
-        "TOKENIZERS_PARALLELISM": "false",
-        "LOG_LEVEL": "WARNING",
-        "PYTHONUNBUFFERED": "1",
-    }
+    env = common.bench_env(
+        database_url=database_url,
+        folder=tmp,
+        CELERY_BROKER_URL=broker,
+        MORALE_SCORER_BATCH_SIZE=str(BATCH),
+        CUDA_VISIBLE_DEVICES="",
+        OMP_NUM_THREADS=str(args.torch_threads),
+        MKL_NUM_THREADS=str(args.torch_threads),
+        HF_HUB_OFFLINE="1",
+        TOKENIZERS_PARALLELISM="false",
+        PYTHONUNBUFFERED="1",
+    )
     os.environ.update(env)
     return env
 
 
 def drop_database(args) -> None:
     if args.db == "postgres":
-        import psycopg2
         from django.db import connections
 
         connections.close_all()
-        admin = psycopg2.connect(args.pg_url)
-        admin.autocommit = True
-        with admin.cursor() as cur:
-            cur.execute(f'DROP DATABASE IF EXISTS "{PG_DB}" WITH (FORCE)')
-        admin.close()
+        common.pg_drop(args.pg_url, PG_DB)
 
 
 # --- data ---------------------------------------------------------------------------------
@@ -241,12 +196,7 @@ class Worker:
         raise RuntimeError(f"timed out waiting for {what}:\n{self.log_path.read_text()[-3000:]}")
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
+        common.stop_process(self.proc)
         self.log.close()
 
 
@@ -308,8 +258,8 @@ def bench_rescore(args, worker: Worker | None, photos, tmp: Path) -> tuple[float
     from modelloop.scoring.offline import EfficientNetMiniLMHeadScorer, ScoreHead, save_head
 
     Context.objects.update(is_active=False)  # the Celery part's scenarios are not part of this rescore
-    log(f"inserting {MM_SCALE_SCENARIOS} scenarios and their synthetic {FEATURE_DIM}-d cached features ...")
-    ids = make_scenarios(photos, MM_SCALE_SCENARIOS // 4, 4, "cache")
+    log(f"inserting {common.MM_SCALE_SCENARIOS} scenarios and their synthetic {FEATURE_DIM}-d cached features ...")
+    ids = make_scenarios(photos, common.MM_SCALE_SCENARIOS // 4, 4, "cache")
     rng = np.random.default_rng(0)
     keys = {
         sid: services.content_key(sha, setting, text)
@@ -370,10 +320,6 @@ def bench_rescore(args, worker: Worker | None, photos, tmp: Path) -> tuple[float
     return direct, via_worker
 
 
-def verdict(ok: bool) -> str:
-    return "PASS" if ok else "MISS"
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--db", choices=["postgres", "sqlite"], default="postgres")
@@ -399,7 +345,6 @@ def main() -> int:
 
     tmp = Path(tempfile.mkdtemp(prefix="morale-bench-score-"))
     env = configure(args, tmp)
-    sys.path.insert(0, str(ROOT))
     import django
     import torch
     from django.core.management import call_command
@@ -438,12 +383,12 @@ def main() -> int:
         print(f"Celery path, {args.pairs} pairs, default scorer, {args.rounds} paired rounds (direct s / worker s: "
               f"{', '.join(f'{d:.2f}/{c:.2f}' for d, c in zip(direct, celery))})")
         print(f"  best: direct {min(direct):.2f} s, worker {min(celery):.2f} s; median ratio worker/direct {ratio:.3f}, "
-              f"overhead {ratio - 1:+.1%}; target <= 15%: {verdict(ratio - 1 <= 0.15)}")
+              f"overhead {ratio - 1:+.1%}; target <= 15%: {common.verdict(ratio - 1 <= 0.15, missed='MISS')}")
         between = statistics.median((c - t) / c for c, t in zip(celery, in_tasks))
         print(f"  of the worker's time, outside its task bodies (broker, ack, dispatch; median): {between:.1%}")
     if rescore is not None:
-        print(f"Rescore {MM_SCALE_SCENARIOS} scenarios from cached 1664-d features, head only (DB read + head + "
-              f"predictions written): {rescore:.2f} s; target < 5 s: {verdict(rescore < 5)}")
+        print(f"Rescore {common.MM_SCALE_SCENARIOS} scenarios from cached 1664-d features, head only (DB read + head + "
+              f"predictions written): {rescore:.2f} s; target < 5 s: {common.verdict(rescore < 5, missed='MISS')}")
         if via_worker is not None:
             from modelloop.services import CACHED_CHUNK_SIZE
 
