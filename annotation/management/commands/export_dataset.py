@@ -14,7 +14,7 @@ import json
 
 from django.core.management.base import BaseCommand, CommandError
 
-from annotation import exports
+from annotation.dataset.export import service as exports
 
 
 def _max_sd(value: str):

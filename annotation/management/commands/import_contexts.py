@@ -14,7 +14,7 @@ import json
 
 from django.core.management.base import BaseCommand, CommandError
 
-from annotation import imports
+from annotation.dataset.importing import service as imports
 from annotation.models import ImportBatch
 
 

@@ -114,12 +114,12 @@ from django.utils import timezone
 
 from modelloop import services as modelloop_services
 
-from . import exports
-from .images import check_image_upload
-from .models import Context, ImportBatch, Scenario
-from .services import scenario_text_clean
+from annotation.dataset.export import service as exports
+from annotation.images import check_image_upload
+from annotation.models import Context, ImportBatch, Scenario
+from annotation.services import scenario_text_clean
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("annotation.imports")  # the name bench/import_bench.py and log filters know
 
 FORMATS = ("csv", "jsonl")
 CSV_COLUMNS = (
@@ -1093,7 +1093,7 @@ def import_queue(*, data_upload, images_upload, created_by=None, allow_partial: 
     With the broker down the batch stays queued and the periodic ``annotation.resume_jobs``
     sends it again. The files are deleted when the worker is done with them.
     """
-    from . import tasks
+    from ... import tasks
 
     batch = ImportBatch(
         file_name=Path(data_upload.name or "upload").name[:300],
@@ -1152,7 +1152,7 @@ def import_run(batch_id: int) -> ImportBatch | None:
 
 def imports_resume() -> int:
     """Re-send imports left queued for more than a minute (the broker was down)."""
-    from . import tasks
+    from ... import tasks
 
     cutoff = timezone.now() - timedelta(minutes=1)
     ids = list(

@@ -11,9 +11,10 @@ from unittest import mock
 import pytest
 from django.utils import timezone
 
-from annotation import exports, tasks
+from annotation import tasks
+from annotation.dataset.export import service as exports
 from annotation.models import DatasetExport
-from tests.annotation.test_export import rated_context
+from tests.annotation.dataset.helpers import rated_context
 
 pytestmark = pytest.mark.django_db
 

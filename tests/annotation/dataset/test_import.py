@@ -18,10 +18,12 @@ from django.core.files.base import ContentFile
 from django.core.management import CommandError, call_command
 from django.db import transaction
 
-from annotation import exports, imports, services
+from annotation import services
+from annotation.dataset.export import service as exports
+from annotation.dataset.importing import service as imports
 from annotation.models import Context, ImportBatch, Scenario
 from tests.annotation.test_contexts_and_scenarios import bomb_png
-from tests.annotation.test_export import rated_context
+from tests.annotation.dataset.helpers import rated_context
 from tests.conftest import png_bytes
 from tests.factories import make_context
 

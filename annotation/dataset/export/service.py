@@ -141,9 +141,9 @@ from django.db import connection
 from django.db.models import Max, Q
 from django.utils import timezone
 
-from .models import Annotator, Context, DatasetExport, Judgment, Scenario
+from annotation.models import Annotator, Context, DatasetExport, Judgment, Scenario
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("annotation.exports")  # the name log filters know
 
 FORMAT = "morale-export/1"
 FORMATS = ("jsonl", "csv", "parquet")
@@ -857,7 +857,7 @@ def dataset_export_queue(*, fmt: str, created_by=None, **filter_overrides) -> Da
     """
     from django.db import transaction
 
-    from . import tasks
+    from ... import tasks
 
     export = _new_export(fmt, created_by, filter_overrides, status=DatasetExport.Status.QUEUED)
     transaction.on_commit(lambda: tasks.send_or_leave_queued(tasks.export_dataset, export.pk))
@@ -902,7 +902,7 @@ def dataset_export_run(export_id: int) -> DatasetExport | None:
 
 def exports_resume() -> int:
     """Re-send queued exports older than a minute and running ones whose worker died."""
-    from . import tasks
+    from ... import tasks
 
     cutoff = timezone.now() - timedelta(minutes=1)
     ids = list(

@@ -11,7 +11,8 @@ from django.core.files.storage import default_storage
 from django.urls import reverse
 from django.utils import timezone
 
-from annotation import imports, tasks
+from annotation import tasks
+from annotation.dataset.importing import service as imports
 from annotation.models import Context, ImportBatch, Scenario
 from tests.annotation.test_import_admin import GOOD_CSV, IMAGES, XSS, csv_upload, post_import, zip_upload
 
