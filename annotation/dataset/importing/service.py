@@ -114,7 +114,7 @@ from django.utils import timezone
 
 from modelloop import services as modelloop_services
 
-from annotation.dataset.export import service as exports
+from annotation.dataset import format as exports
 from annotation.images import check_image_upload
 from annotation.models import Context, ImportBatch, Scenario
 from annotation.services import scenario_text_clean
@@ -443,7 +443,7 @@ def _jsonl_row(record, number: int) -> Row:
         return Row(number, None, [], [_err(number, None, f"Expected a JSON object, got {type(record).__name__}.")])
     if "format" in record:
         try:
-            exports._check_record(record, f"line {number}")  # the export's own reader: one format, one check
+            exports.check_record(record, f"line {number}")  # the export's own reader: one format, one check
         except exports.ExportFormatError as exc:
             return Row(number, None, [], [_err(number, "format", str(exc))])
     unknown = sorted(set(record) - set(CONTEXT_KEYS) - set(EXPORT_ONLY_CONTEXT_KEYS))

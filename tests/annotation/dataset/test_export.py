@@ -1,4 +1,4 @@
-"""Dataset export (annotation.exports): format, aggregates, split, filters, files, reader.
+"""Dataset export (annotation.dataset: format, export): format, aggregates, split, filters, files, reader.
 
 Data is made through annotation.services (pages rated by annotators, grounding checks),
 as in the product; the expected aggregates are computed by hand in each test.
@@ -20,7 +20,9 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from annotation import services
-from annotation.dataset.export import service as exports
+from annotation.dataset.export.service import ExportFailed, dataset_export_create
+from annotation.dataset.export.writers import JsonlWriter, csv_cell
+from annotation.dataset.format import CSV_COLUMNS, FORMATS, ExportFormatError, aggregate, iter_export, split_for
 from annotation.models import Annotator, DatasetExport
 from tests.annotation.dataset.helpers import rate_page, rated_context
 from tests.factories import AnnotatorFactory, UserFactory, make_canary, make_context, make_scenarios, predict
@@ -30,12 +32,12 @@ pytestmark = pytest.mark.django_db
 
 # --- helpers ----------------------------------------------------------------------------------
 def export(fmt="jsonl", **overrides):
-    return exports.dataset_export_create(fmt=fmt, **overrides)
+    return dataset_export_create(fmt=fmt, **overrides)
 
 
 def records(fmt="jsonl", **overrides):
     record = export(fmt, **overrides)
-    return record, list(exports.iter_export(record.file.path))
+    return record, list(iter_export(record.file.path))
 
 
 def scenario_in(lines, scenario):
@@ -68,7 +70,7 @@ def test_jsonl_line_holds_context_scenarios_judgments_and_hand_computed_aggregat
     line = lines[0]
     assert list(line)[0] == "format" and line["format"] == "morale-export/1"
     assert line["context_id"] == context.pk
-    assert line["split"] == exports.split_for(context.pk, seed="morale-split-1", test_fraction=0.1)
+    assert line["split"] == split_for(context.pk, seed="morale-split-1", test_fraction=0.1)
     assert line["setting"] == "child crossing a street"
     assert line["image_path"] == context.image.name and not line["image_path"].startswith("/")
     assert line["image_sha256"] == context.image_sha256 == hashlib.sha256(context.image.read()).hexdigest()
@@ -116,12 +118,12 @@ def test_jsonl_line_holds_context_scenarios_judgments_and_hand_computed_aggregat
     ],
 )
 def test_majority_modality_takes_most_votes_and_both_on_a_tie(scores, modalities, majority):
-    assert exports.aggregate(scores, modalities)["majority_modality"] == majority
+    assert aggregate(scores, modalities)["majority_modality"] == majority
 
 
 def test_sd_is_the_sample_sd_and_null_for_a_single_judgment():
-    assert exports.aggregate([1, 2, 3, 4], ["text"] * 4)["sd"] == pytest.approx(math.sqrt(5 / 3))  # ddof=1
-    single = exports.aggregate([2], ["both"])
+    assert aggregate([1, 2, 3, 4], ["text"] * 4)["sd"] == pytest.approx(math.sqrt(5 / 3))  # ddof=1
+    single = aggregate([2], ["both"])
     assert single["n"] == 1 and single["mean"] == 2.0 and single["sd"] is None
 
 
@@ -141,7 +143,7 @@ def test_only_pseudonymous_annotator_ids_appear_in_every_format():
     for annotator in annotators:
         rate_page(annotator, context, {s.pk: (3, "both") for s in scenarios})
     public_ids = {str(a.public_id) for a in annotators}
-    for fmt in exports.FORMATS:
+    for fmt in FORMATS:
         path = Path(export(fmt).file.path)
         if fmt == "parquet":
             import pyarrow.parquet as pq
@@ -161,18 +163,18 @@ def test_split_is_a_seeded_sha256_of_the_context_id():
     for context_id in (1, 17, 123456):
         digest = hashlib.sha256(f"seed-x:{context_id}".encode()).digest()
         expected = "test" if int.from_bytes(digest[:8], "big") / 2**64 < 0.25 else "train"
-        assert exports.split_for(context_id, seed="seed-x", test_fraction=0.25) == expected
+        assert split_for(context_id, seed="seed-x", test_fraction=0.25) == expected
 
 
 def test_test_fraction_is_near_one_tenth_on_1000_ids():
-    tests = sum(exports.split_for(i, seed="morale-split-1", test_fraction=0.1) == "test" for i in range(1, 1001))
+    tests = sum(split_for(i, seed="morale-split-1", test_fraction=0.1) == "test" for i in range(1, 1001))
     assert 70 <= tests <= 130
 
 
 def test_raising_the_test_fraction_only_moves_contexts_from_train_to_test():
     ids = range(1, 1001)
-    at_10 = {i for i in ids if exports.split_for(i, seed="s", test_fraction=0.1) == "test"}
-    at_20 = {i for i in ids if exports.split_for(i, seed="s", test_fraction=0.2) == "test"}
+    at_10 = {i for i in ids if split_for(i, seed="s", test_fraction=0.1) == "test"}
+    at_20 = {i for i in ids if split_for(i, seed="s", test_fraction=0.2) == "test"}
     assert at_10 < at_20
 
 
@@ -182,7 +184,7 @@ def test_contexts_keep_their_split_when_more_data_is_added():
     seed = next(
         f"seed-{k}"
         for k in range(100)
-        if {exports.split_for(c.pk, seed=f"seed-{k}", test_fraction=0.5) for c in first} == {"train", "test"}
+        if {split_for(c.pk, seed=f"seed-{k}", test_fraction=0.5) for c in first} == {"train", "test"}
     )
     _, before = records(test_fraction=0.5, split_seed=seed)
     split_before = {line["context_id"]: line["split"] for line in before}
@@ -367,7 +369,7 @@ def test_every_row_read_is_counted_exactly_once(settings):
 
 
 # --- files and records -------------------------------------------------------------------------
-@pytest.mark.parametrize("fmt", exports.FORMATS)
+@pytest.mark.parametrize("fmt", FORMATS)
 def test_recorded_sha256_and_size_match_the_stored_file(fmt):
     rated_context([[(3, "text"), (4, "both")], [(2, "image"), (2, "image")]])
     record = export(fmt)
@@ -390,7 +392,7 @@ def test_csv_has_one_row_per_judgment_with_context_and_scenario_columns():
     record = export("csv")
     with open(record.file.path, newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
-    assert list(rows[0]) == list(exports.CSV_COLUMNS)
+    assert list(rows[0]) == list(CSV_COLUMNS)
     assert len(rows) == 4 == record.counts["judgments"]
     row = rows[0]
     assert row["format"] == "morale-export/1" and row["context_id"] == str(context.pk)
@@ -421,11 +423,11 @@ def test_csv_cells_that_could_start_a_formula_are_neutralised():
 
 @pytest.mark.parametrize("text", ["\tcmd", "\rcmd", "=1+1", "+1", "-1", "@x"])
 def test_csv_cell_quotes_text_starting_with_a_formula_character(text):
-    assert exports.csv_cell(text) == "'" + text
+    assert csv_cell(text) == "'" + text
 
 
 def test_csv_cell_leaves_numbers_booleans_and_plain_text_alone():
-    assert [exports.csv_cell(v) for v in (-1, 2.5, True, None, "a-b")] == ["-1", "2.5", "true", "", "a-b"]
+    assert [csv_cell(v) for v in (-1, 2.5, True, None, "a-b")] == ["-1", "2.5", "true", "", "a-b"]
 
 
 def test_parquet_export_loads_with_hugging_face_datasets(tmp_path):
@@ -445,12 +447,12 @@ def test_parquet_export_loads_with_hugging_face_datasets(tmp_path):
 def test_parquet_and_jsonl_read_back_as_the_same_records():
     rated_context([[(4, "image"), (5, "image")], [(2, "text"), (3, "both")]])
     rated_context([[(1, "text")]])
-    jsonl = list(exports.iter_export(export("jsonl").file.path))
-    parquet = list(exports.iter_export(export("parquet").file.path))
+    jsonl = list(iter_export(export("jsonl").file.path))
+    parquet = list(iter_export(export("parquet").file.path))
     assert len(jsonl) == 2 and parquet == jsonl
 
 
-@pytest.mark.parametrize("fmt", exports.FORMATS)
+@pytest.mark.parametrize("fmt", FORMATS)
 def test_empty_database_gives_a_valid_empty_export_with_zero_counts(fmt):
     record = export(fmt)
     assert record.status == "done"
@@ -460,9 +462,9 @@ def test_empty_database_gives_a_valid_empty_export_with_zero_counts(fmt):
     assert c["splits"]["test"] == {"contexts": 0, "scenarios": 0, "judgments": 0, "annotators": 0}
     path = Path(record.file.path)
     if fmt == "csv":
-        assert path.read_text(encoding="utf-8").splitlines() == [",".join(exports.CSV_COLUMNS)]
+        assert path.read_text(encoding="utf-8").splitlines() == [",".join(CSV_COLUMNS)]
     else:
-        assert list(exports.iter_export(path)) == []
+        assert list(iter_export(path)) == []
     assert record.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
 
 
@@ -476,8 +478,8 @@ def test_failed_export_is_marked_failed_and_leaves_no_file(monkeypatch, settings
     def broken(self, record):
         raise OSError("disk full")
 
-    monkeypatch.setattr(exports._JsonlWriter, "write", broken)
-    with pytest.raises(exports.ExportFailed, match="disk full") as exc:
+    monkeypatch.setattr(JsonlWriter, "write", broken)
+    with pytest.raises(ExportFailed, match="disk full") as exc:
         export("jsonl")
     record = DatasetExport.objects.get(pk=exc.value.export.pk)
     assert record.status == "failed" and "OSError: disk full" in record.error
@@ -497,7 +499,7 @@ def test_export_failing_after_the_file_was_stored_removes_the_file(monkeypatch, 
         return original_save(self, *args, **kwargs)
 
     monkeypatch.setattr(DatasetExport, "save", save_fails_when_done)
-    with pytest.raises(exports.ExportFailed, match="database went away"):
+    with pytest.raises(ExportFailed, match="database went away"):
         export("parquet")
     assert DatasetExport.objects.get().status == "failed"
     assert list((tmp_path / "media" / "exports").iterdir()) == []
@@ -512,7 +514,7 @@ def test_bad_options_are_refused_before_anything_is_written():
     with pytest.raises(TypeError, match="unknown export option"):
         export(min_judgments=2)
     with pytest.raises(ValueError, match="format"):
-        exports.dataset_export_create(fmt="xlsx")
+        dataset_export_create(fmt="xlsx")
     assert DatasetExport.objects.count() == 0
 
 
@@ -561,21 +563,21 @@ def test_reader_refuses_an_unknown_format_version_naming_the_line(tmp_path):
     line = _valid_line()
     newer = line.replace('"format":"morale-export/1"', '"format":"morale-export/2"')
     path = write_lines(tmp_path, [line, newer])
-    with pytest.raises(exports.ExportFormatError, match=r"line 2: format 'morale-export/2' is not supported"):
-        list(exports.iter_export(path))
+    with pytest.raises(ExportFormatError, match=r"line 2: format 'morale-export/2' is not supported"):
+        list(iter_export(path))
 
 
 def test_reader_refuses_a_foreign_format_naming_the_line(tmp_path):
     path = write_lines(tmp_path, ['{"format": "something-else/3", "context_id": 1}'])
-    with pytest.raises(exports.ExportFormatError, match=r"line 1: unknown format 'something-else/3'"):
-        list(exports.iter_export(path))
+    with pytest.raises(ExportFormatError, match=r"line 1: unknown format 'something-else/3'"):
+        list(iter_export(path))
 
 
 def test_reader_refuses_a_malformed_line_naming_it(tmp_path):
     line = _valid_line()
     path = write_lines(tmp_path, [line, line, '{"format": "morale-export/1", "context_id": '])
-    with pytest.raises(exports.ExportFormatError, match=r"line 3: not valid JSON"):
-        list(exports.iter_export(path))
+    with pytest.raises(ExportFormatError, match=r"line 3: not valid JSON"):
+        list(iter_export(path))
 
 
 @pytest.mark.parametrize(
@@ -589,14 +591,14 @@ def test_reader_refuses_a_malformed_line_naming_it(tmp_path):
 )
 def test_reader_refuses_lines_that_are_not_export_records(tmp_path, bad, message):
     path = write_lines(tmp_path, [bad])
-    with pytest.raises(exports.ExportFormatError, match=message):
-        list(exports.iter_export(path))
+    with pytest.raises(ExportFormatError, match=message):
+        list(iter_export(path))
 
 
 def test_reader_refuses_a_csv_export_with_a_clear_message():
     rated_context([[(3, "text")]])
-    with pytest.raises(exports.ExportFormatError, match="CSV export"):
-        list(exports.iter_export(export("csv").file.path))
+    with pytest.raises(ExportFormatError, match="CSV export"):
+        list(iter_export(export("csv").file.path))
 
 
 # --- command and admin --------------------------------------------------------------------------
