@@ -1,20 +1,14 @@
 # TEMPORARY restructure shim: re-exports annotation.research (agreement, items, process, model_versions, quality, dashboard); the lead removes it after the merge.
 """Old path of the agreement and analysis figures; they live in ``annotation.research``."""
 
+from annotation.dataset.selection import pair_key as _pair_key  # noqa: F401
+from annotation.dataset.table import _NO_LABEL, JudgmentRows, JudgmentTable, _flag, _int_matrix, judgment_table, load_rows  # noqa: F401
 from annotation.research.agreement import (  # noqa: F401
-    _NO_LABEL,
     MODALITIES,
     NO_BATCH,
     SCORES,
-    JudgmentRows,
-    JudgmentTable,
-    _flag,
-    _int_matrix,
-    _pair_key,
     alpha_from_counts,
-    judgment_table,
     krippendorff_alphas,
-    load_rows,
     majority_modality,
     modality_agreement,
     rating_distribution,

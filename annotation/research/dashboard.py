@@ -8,15 +8,8 @@ from django.conf import settings
 from django.core.cache import cache
 from django.utils import timezone
 
-from .agreement import (
-    MODALITIES,
-    SCORES,
-    judgment_table,
-    krippendorff_alphas,
-    load_rows,
-    modality_agreement,
-    rating_distribution,
-)
+from ..dataset.table import judgment_table, load_rows
+from .agreement import MODALITIES, SCORES, krippendorff_alphas, modality_agreement, rating_distribution
 from .charts import Chart, bar_chart, fmt, line_chart, progress_chart
 from .items import item_dispersion, judgment_shifts
 from .model_versions import model_metrics

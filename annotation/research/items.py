@@ -8,7 +8,8 @@ import numpy as np
 from django.conf import settings
 
 from ..models import Scenario
-from .agreement import MODALITIES, JudgmentTable, judgment_table, majority_modality
+from ..dataset.table import JudgmentTable, judgment_table
+from .agreement import MODALITIES, majority_modality
 from .numbers import json_number, ratio
 
 

@@ -11,7 +11,8 @@ from django.db.models import Count
 from modelloop.models import ModelVersion
 
 from ..models import Annotator
-from .agreement import JudgmentRows, _pair_key, load_rows
+from ..dataset.selection import pair_key as _pair_key
+from ..dataset.table import JudgmentRows, load_rows
 from .numbers import ratio
 
 

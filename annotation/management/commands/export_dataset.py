@@ -5,8 +5,8 @@
 
 Options left out take their ``MORALE_EXPORT_*`` setting; each ``--include-*`` has a
 ``--no-include-*`` to override a setting that turned it on. Prints the file path, its
-sha256 and the counts (JSON). The format and the filters are described in
-``annotation/exports.py``. Exit status 1 when the export failed (its record says why).
+sha256 and the counts (JSON). The format and the filters: docs/dataset-export.md.
+Exit status 1 when the export failed (its record says why).
 """
 
 import argparse
@@ -14,7 +14,8 @@ import json
 
 from django.core.management.base import BaseCommand, CommandError
 
-from annotation import exports
+from annotation.dataset.export.service import ExportFailed, dataset_export_create
+from annotation.dataset.format import FORMATS, SOURCES
 
 
 def _max_sd(value: str):
@@ -33,10 +34,10 @@ class Command(BaseCommand):
     help = "Export the judgments as a versioned dataset file (JSONL, CSV or Parquet) and record it."
 
     def add_arguments(self, parser):
-        parser.add_argument("--format", required=True, choices=exports.FORMATS, dest="fmt")
+        parser.add_argument("--format", required=True, choices=FORMATS, dest="fmt")
         parser.add_argument(
             "--source",
-            choices=exports.SOURCES,
+            choices=SOURCES,
             help="reconfirmed: the answer after a grounding check where there is one; initial: first answers only",
         )
         parser.add_argument(
@@ -61,8 +62,8 @@ class Command(BaseCommand):
         if "max_sd" in options:
             overrides["max_sd"] = options["max_sd"]
         try:
-            export = exports.dataset_export_create(fmt=fmt, **overrides)
-        except exports.ExportFailed as exc:
+            export = dataset_export_create(fmt=fmt, **overrides)
+        except ExportFailed as exc:
             raise CommandError(str(exc)) from exc
         except (ValueError, TypeError) as exc:
             raise CommandError(str(exc)) from exc

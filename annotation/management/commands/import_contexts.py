@@ -4,7 +4,7 @@
     python manage.py import_contexts contexts.jsonl --images images.zip --allow-partial
     python manage.py import_contexts morale-export.jsonl --images "$MEDIA_ROOT"
 
-The formats, matching and checks are described in ``annotation/imports.py``. Prints the
+The formats, matching and checks: docs/dataset-import.md. Prints the
 batch, its counts (created vs already present) and every row error. Exit status 1 when the
 file was rejected (nothing imported) or the import failed; 0 when it was imported (with
 ``--allow-partial``, rows with errors were skipped and are listed).
@@ -14,7 +14,9 @@ import json
 
 from django.core.management.base import BaseCommand, CommandError
 
-from annotation import imports
+from annotation.dataset.importing.errors import ImportFailed
+from annotation.dataset.importing.readers import FORMATS
+from annotation.dataset.importing.service import import_contexts
 from annotation.models import ImportBatch
 
 
@@ -34,14 +36,14 @@ class Command(BaseCommand):
         parser.add_argument(
             "--allow-partial", action="store_true", help="import the rows without errors and skip the others"
         )
-        parser.add_argument("--format", choices=imports.FORMATS, dest="fmt", help="default: from the file name")
+        parser.add_argument("--format", choices=FORMATS, dest="fmt", help="default: from the file name")
 
     def handle(self, *args, file, images, allow_partial, fmt, **options):
         try:
-            batch = imports.import_contexts(data_file=file, images=images, allow_partial=allow_partial, fmt=fmt)
+            batch = import_contexts(data_file=file, images=images, allow_partial=allow_partial, fmt=fmt)
         except FileNotFoundError as exc:
             raise CommandError(f"cannot read {exc.filename}: {exc.strerror}") from exc
-        except imports.ImportFailed as exc:
+        except ImportFailed as exc:
             raise CommandError(str(exc)) from exc
         self.stdout.write(f"import: #{batch.pk} {batch.file_name} ({batch.format}, sha256 {batch.file_sha256})")
         self.stdout.write(f"status: {batch.status}")

@@ -1,6 +1,6 @@
 """Large admin imports run in a worker: queued, claimed once, files cleaned up, re-sent after a dead broker.
 
-The task body (``imports.import_run``) is called directly here, as the worker would.
+The task body (``import_run``) is called directly here, as the worker would.
 """
 
 from datetime import timedelta
@@ -11,26 +11,21 @@ from django.core.files.storage import default_storage
 from django.urls import reverse
 from django.utils import timezone
 
-from annotation import imports, tasks
+from annotation import tasks
+from annotation.dataset.importing.service import import_run
 from annotation.models import Context, ImportBatch, Scenario
-from tests.annotation.test_import_admin import GOOD_CSV, IMAGES, XSS, csv_upload, post_import, zip_upload
+from tests.annotation.test_import_admin import (  # noqa: F401 - media (autouse) and researcher_client are fixtures
+    GOOD_CSV,
+    IMAGES,
+    XSS,
+    csv_upload,
+    media,
+    post_import,
+    researcher_client,
+    zip_upload,
+)
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(autouse=True)
-def media(settings, tmp_path):
-    settings.MEDIA_ROOT = tmp_path / "media"
-
-
-@pytest.fixture
-def researcher_client(client, django_user_model):
-    from annotation.roles import researcher_make
-
-    user = django_user_model.objects.create_user("rita", password="pw-for-tests-123")
-    researcher_make(user)
-    client.force_login(user)
-    return client
 
 
 @pytest.fixture
@@ -53,7 +48,7 @@ def test_a_large_upload_is_queued_and_the_worker_imports_it(researcher_client, q
     page = researcher_client.get(response["Location"]).content.decode()
     assert 'http-equiv="refresh"' in page  # reloads until done
 
-    done = imports.import_run(batch.pk)
+    done = import_run(batch.pk)
     assert done.status == ImportBatch.Status.DONE
     assert Context.objects.count() == 2 and Scenario.objects.count() == 3
     assert Scenario.objects.filter(text=XSS).exists()
@@ -61,7 +56,7 @@ def test_a_large_upload_is_queued_and_the_worker_imports_it(researcher_client, q
     page = researcher_client.get(response["Location"]).content.decode()
     assert 'http-equiv="refresh"' not in page
     # A redelivered message finds the batch claimed and does nothing.
-    assert imports.import_run(batch.pk) is None
+    assert import_run(batch.pk) is None
     assert Context.objects.count() == 2
 
 
@@ -75,7 +70,7 @@ def test_a_queued_file_with_errors_is_rejected_by_the_worker_and_imports_nothing
     bad = GOOD_CSV + "k2,missing.png,a yard,digging,\n"
     with mock.patch.object(tasks.import_batch, "delay"):
         post_import(researcher_client, csv_upload(bad), zip_upload(IMAGES))
-    batch = imports.import_run(ImportBatch.objects.get().pk)
+    batch = import_run(ImportBatch.objects.get().pk)
     assert batch.status == ImportBatch.Status.REJECTED
     assert any(e["row"] == 5 for e in batch.errors)
     assert not Context.objects.exists()
@@ -86,7 +81,7 @@ def test_missing_uploaded_files_fail_the_batch_with_the_reason(researcher_client
         post_import(researcher_client, csv_upload(GOOD_CSV), zip_upload(IMAGES))
     batch = ImportBatch.objects.get()
     default_storage.delete(batch.options["stored"]["data"])
-    batch = imports.import_run(batch.pk)
+    batch = import_run(batch.pk)
     assert batch.status == ImportBatch.Status.FAILED
     assert "missing" in batch.errors[0]["message"]
     assert not Context.objects.exists()

@@ -1,4 +1,4 @@
-"""Bulk import (annotation.imports): CSV and JSON Lines, row-numbered errors, all-or-nothing
+"""Bulk import (annotation.dataset.importing): CSV and JSON Lines, row-numbered errors, all-or-nothing
 by default, allow_partial, idempotent re-import, export round trip, image and zip safety,
 and the manage.py command."""
 
@@ -18,10 +18,14 @@ from django.core.files.base import ContentFile
 from django.core.management import CommandError, call_command
 from django.db import transaction
 
-from annotation import exports, imports, services
+from annotation import services
+from annotation.dataset import format as export_format
+from annotation.dataset.export.service import dataset_export_create
+from annotation.dataset.importing import service
+from annotation.dataset.importing.errors import ImportFailed
 from annotation.models import Context, ImportBatch, Scenario
 from tests.annotation.test_contexts_and_scenarios import bomb_png
-from tests.annotation.test_export import rated_context
+from tests.annotation.dataset.helpers import rated_context
 from tests.conftest import png_bytes
 from tests.factories import make_context
 
@@ -75,7 +79,7 @@ GOOD_ROWS = [
 
 
 def run(data, images, **kwargs) -> ImportBatch:
-    return imports.import_contexts(data_file=data, images=images, **kwargs)
+    return service.import_contexts(data_file=data, images=images, **kwargs)
 
 
 def errors_of(batch) -> list[tuple]:
@@ -262,7 +266,7 @@ def test_unknown_or_missing_columns_reject_the_file(tmp_path, images):
 
 def test_a_csv_export_is_refused_with_a_pointer_to_the_jsonl_export(tmp_path, images):
     path = tmp_path / "export.csv"
-    path.write_text(",".join(exports.CSV_COLUMNS) + "\n", encoding="utf-8")
+    path.write_text(",".join(export_format.CSV_COLUMNS) + "\n", encoding="utf-8")
     batch = run(path, images)
     assert batch.status == "rejected" and "JSONL export" in batch.errors[0]["message"]
 
@@ -277,7 +281,7 @@ def test_a_file_that_is_not_utf8_is_rejected_even_with_allow_partial(tmp_path, i
 
 
 def test_stored_errors_are_capped_and_the_total_kept(tmp_path, images, monkeypatch):
-    monkeypatch.setattr(imports, "MAX_STORED_ERRORS", 3)
+    monkeypatch.setattr(service, "MAX_STORED_ERRORS", 3)
     rows = [[f"e{i}", "street.png", "a", "b", "9", "", "", "", "", ""] for i in range(5)]
     batch = run(write_csv(tmp_path, rows), images)
     assert batch.counts["errors"] == 5 and len(batch.errors) == 4
@@ -367,7 +371,7 @@ def exported_study(tmp_path) -> tuple[Path, list, list]:
                   setting="a crowded bus")
     rated_context([[(5, "image"), (5, "image")]], setting="an empty beach", image_origin="generated",
                   image_unreliable=True)
-    export = exports.dataset_export_create(fmt="jsonl", max_sd=None)
+    export = dataset_export_create(fmt="jsonl", max_sd=None)
     copy = tmp_path / "export.jsonl"
     copy.write_bytes(Path(export.file.path).read_bytes())
     assert len(copy.read_text().splitlines()) == 2
@@ -409,7 +413,7 @@ def test_an_export_imports_into_an_empty_database(tmp_path):
 def test_an_exported_canary_is_matched_but_not_created_without_its_range(tmp_path):
     context = make_context("a library")
     services.scenario_create(context=context, text="shouting", is_canary=True, canary_min_score=1, canary_max_score=2)
-    line = {"format": exports.FORMAT, "context_id": context.pk, "split": "train", "setting": "a library",
+    line = {"format": export_format.FORMAT, "context_id": context.pk, "split": "train", "setting": "a library",
             "image_path": context.image.name, "image_sha256": context.image_sha256, "image_origin": "real",
             "image_unreliable": False,
             "scenarios": [{"scenario_id": 1, "text": "shouting", "origin": "seed", "text_only_label": None,
@@ -545,7 +549,7 @@ def test_a_failure_while_writing_rolls_back_and_removes_the_stored_images(tmp_pa
         raise RuntimeError("disk on fire")
 
     monkeypatch.setattr(Scenario.objects, "bulk_create", explode)
-    with pytest.raises(imports.ImportFailed, match="disk on fire") as caught:
+    with pytest.raises(ImportFailed, match="disk on fire") as caught:
         run(write_csv(tmp_path, GOOD_ROWS), images)
     batch = ImportBatch.objects.get(pk=caught.value.batch.pk)
     assert batch.status == ImportBatch.Status.FAILED and "disk on fire" in batch.errors[0]["message"]
@@ -556,7 +560,7 @@ def test_a_failure_while_writing_rolls_back_and_removes_the_stored_images(tmp_pa
 def test_contexts_made_by_another_import_meanwhile_are_matched_not_duplicated(tmp_path, images, monkeypatch):
     """Validation saw nothing stored; by the time of writing another import stored the same
     context: the write re-reads the matches in its transaction and counts it as present."""
-    real_store = imports._store_images
+    real_store = service.store_images
 
     def store_then_race(groups, source, kept):
         stored = real_store(groups, source, kept)
@@ -566,7 +570,7 @@ def test_contexts_made_by_another_import_meanwhile_are_matched_not_duplicated(tm
             image_origin="generated", image_unreliable=True)
         return stored
 
-    monkeypatch.setattr(imports, "_store_images", store_then_race)
+    monkeypatch.setattr(service, "store_images", store_then_race)
     batch = run(write_csv(tmp_path, GOOD_ROWS), images)
     assert batch.status == "done", batch.errors
     assert (batch.counts["contexts_created"], batch.counts["contexts_present"]) == (1, 1)
