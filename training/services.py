@@ -35,20 +35,9 @@ from modelloop.scoring.offline import EfficientNetMiniLMBackbone, load_head, sav
 from . import metrics
 from .metrics import json_ready
 from .models import TrainingRun
-from .train import (
-    MODALITIES,
-    ImageList,
-    ListData,
-    LoraTrainResult,
-    TrainConfig,
-    TrainingDataError,
-    TrainResult,
-    config_dict,
-    evaluate,
-    lora_scores,
-    train_head,
-    train_lora,
-)
+from .lists import MODALITIES, ImageList, ListData, TrainingDataError
+from .lora import LoraTrainResult, lora_scores, train_lora
+from .train import TrainConfig, TrainResult, config_dict, evaluate, train_head
 
 logger = logging.getLogger(__name__)
 

@@ -7,8 +7,10 @@ import numpy as np
 import pytest
 import torch
 
+from training.calibration import fit_logistic_calibration
+from training.lists import ListData, TrainingDataError
 from training.synthetic import synthetic_lists
-from training.train import ListData, TrainConfig, TrainingDataError, fit_logistic_calibration, train_head
+from training.train import TrainConfig, train_head
 
 
 def small(n_lists=300, seed=0, **kw):

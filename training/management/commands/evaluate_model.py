@@ -9,7 +9,8 @@ from annotation.exports import dataset_export_create
 from modelloop import services as modelloop_services
 from modelloop.scoring.offline import EfficientNetMiniLMBackbone
 from training import services
-from training.train import TrainConfig, TrainingDataError, train_head
+from training.lists import TrainingDataError
+from training.train import TrainConfig, train_head
 
 from ._common import add_train_options, export_from, train_config
 
