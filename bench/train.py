@@ -18,7 +18,7 @@ Synthetic lists come from a known scoring function plus noise (training/syntheti
     .venv/bin/python bench/train.py --mode lora                    # a tiny Qwen2-VL, built offline
     .venv/bin/python bench/train.py --mode lora --vlm-path /models/Qwen2-VL-2B-Instruct  # on a GPU
 
-``--mode lora`` instead times LoRA training through the VLM (training/train.py's
+``--mode lora`` instead times LoRA training through the VLM (training/lora.py's
 ``train_lora``) on random images: training lists and scenarios per second, one epoch.
 On the tiny model it measures the loop's overhead, not a real model's speed.
 """
@@ -29,6 +29,7 @@ import argparse
 import math
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -41,10 +42,14 @@ import django  # noqa: E402
 django.setup()
 
 import torch  # noqa: E402
+from PIL import Image  # noqa: E402
 
+from modelloop.scoring.tiny_vlms import build_tiny_vlm  # noqa: E402
 from training import losses  # noqa: E402
+from training.lists import ImageList, ListData  # noqa: E402
+from training.lora import train_lora  # noqa: E402
 from training.synthetic import synthetic_lists  # noqa: E402
-from training.train import ListData, TrainConfig, train_head  # noqa: E402
+from training.train import TrainConfig, train_head  # noqa: E402
 
 MM_SCALE_LISTS, MM_SCALE_SCENARIOS, FEATURE_DIM = 9_260, 32_212, 1_664
 
@@ -126,13 +131,6 @@ def main() -> None:
 
 
 def bench_lora(args) -> None:
-    import tempfile
-
-    from PIL import Image
-
-    from modelloop.scoring.tiny_vlms import build_tiny_vlm
-    from training.train import ImageList, train_lora
-
     with tempfile.TemporaryDirectory() as tmp:
         vlm_path = args.vlm_path or str(build_tiny_vlm("qwen2_vl", Path(tmp) / "Qwen2-VL-tiny"))
         generator = torch.Generator().manual_seed(0)

@@ -1,54 +1,40 @@
-"""Training runs: export -> lists -> train (head on cached features, or LoRA through the
-VLM) -> candidate version -> gate.
+"""Training runs (writes): queue, send, execute; export -> lists (``training.data``) -> train
+(``training.train`` / ``training.lora``) -> candidate version -> gate (``training.gate``).
 
-Training reads an export file, never the live judgment tables, so a run is reproducible
-from its export. A run never changes the current model version unless it finished,
-produced a version, and that version passed the gate; promotion is the last step and is
-atomic (``modelloop.services.model_version_promote``).
+A run never changes the current model version unless it finished, produced a version, and
+that version passed the gate; promotion is the last step and is atomic
+(``modelloop.services.model_version_promote``). Called by the tasks, admin, API and commands.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
-import numpy as np
 import torch
 from django.conf import settings
-from django.core.files.storage import default_storage
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from annotation.exports import dataset_export_create, iter_export
+from annotation.exports import dataset_export_create
 from annotation.models import DatasetExport
+from modelloop import selectors as modelloop_selectors
 from modelloop import services as modelloop_services
-from modelloop.models import ModelVersion, Prediction
+from modelloop.models import ModelVersion
 from modelloop.scoring import ScoringInput
 from modelloop.scoring.hf_vlm import check_model_dir, save_lora
 from modelloop.scoring.offline import EfficientNetMiniLMBackbone, load_head, save_head
 
-from . import metrics
+from .data import image_lists_from_export, lists_from_export
+from .gate import gate_decision, gate_metrics
+from .lists import ImageList, TrainingDataError
+from .lora import LoraTrainResult, lora_scores, train_lora
 from .metrics import json_ready
 from .models import TrainingRun
-from .train import (
-    MODALITIES,
-    ImageList,
-    ListData,
-    LoraTrainResult,
-    TrainConfig,
-    TrainingDataError,
-    TrainResult,
-    config_dict,
-    evaluate,
-    lora_scores,
-    train_head,
-    train_lora,
-)
+from .train import TrainConfig, TrainResult, config_dict, train_head
 
 logger = logging.getLogger(__name__)
 
@@ -61,156 +47,6 @@ class TrainingRunInProgress(Exception):
     """Another run is queued or running; runs never overlap."""
 
 
-# --- data: export file -> lists with features -------------------------------------------------
-@dataclass
-class ExportLists:
-    train: ListData
-    test: ListData
-    skipped_single: int  # lists of one scenario: nothing to rank, left out
-
-
-def lists_from_export(*, path: str, backbone) -> ExportLists:
-    """Read an export and attach each scenario's backbone features.
-
-    The lists, their targets and splits come from the export file alone. Features come
-    from the feature cache, keyed by the scenario and a hash of its image, setting and
-    text, so they are those of the content the annotators saw. Raises TrainingDataError
-    when a scenario's features cannot be computed (a missing image file, a corrupt image):
-    the message names the scenarios and the reasons.
-    """
-    lists = {"train": [], "test": []}
-    skipped = 0
-    for record in iter_export(path):
-        items = [(s["scenario_id"], float(s["mean"]), MODALITIES.index(s["majority_modality"])) for s in record["scenarios"]]
-        if len(items) < 2:
-            skipped += 1
-            continue
-        lists[record["split"]].append(items)
-    ids = [sid for split in lists.values() for lst in split for sid, _, _ in lst]
-    if not ids:
-        raise TrainingDataError(f"the export has no list of two or more scenarios ({skipped} list(s) of one left out)")
-    features, errors = modelloop_services.features_for(backbone, ids)
-    failed = [(sid, error) for sid, error in zip(ids, errors) if error]
-    if failed:
-        shown = "; ".join(f"scenario #{sid}: {error}" for sid, error in failed[:5])
-        raise TrainingDataError(f"{len(failed)} scenario(s) have no features: {shown}")
-    row_of = {sid: row for row, sid in enumerate(ids)}
-
-    def build(split_lists) -> ListData:
-        flat = [item for lst in split_lists for item in lst]
-        lengths = [len(lst) for lst in split_lists]
-        return ListData(
-            features=features[torch.tensor([row_of[sid] for sid, _, _ in flat], dtype=torch.long)],
-            targets=torch.tensor([t for _, t, _ in flat], dtype=torch.float32),
-            modality=torch.tensor([m for _, _, m in flat], dtype=torch.long),
-            offsets=torch.tensor(np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)]), dtype=torch.long),
-            scenario_ids=[sid for sid, _, _ in flat],
-        )
-
-    return ExportLists(train=build(lists["train"]), test=build(lists["test"]), skipped_single=skipped)
-
-
-@dataclass
-class ExportImageLists:
-    train: list[ImageList]
-    test: list[ImageList]
-    skipped_single: int  # lists of one scenario: nothing to rank, left out
-
-
-def image_lists_from_export(*, path: str) -> ExportImageLists:
-    """Read an export into per-context lists of image, setting, texts and mean scores (mode lora).
-
-    Everything comes from the export file; image paths are the export's, in the default
-    storage (``MEDIA_ROOT``). Raises TrainingDataError when no list has two scenarios.
-    Unreadable images are found by ``train_lora``, before it loads the model.
-    """
-    lists: dict[str, list[ImageList]] = {"train": [], "test": []}
-    skipped = 0
-    for record in iter_export(path):
-        scenarios = record["scenarios"]
-        if len(scenarios) < 2:
-            skipped += 1
-            continue
-        lists[record["split"]].append(
-            ImageList(
-                context_id=record["context_id"],
-                image_path=default_storage.path(record["image_path"]),
-                setting=record["setting"],
-                texts=[s["text"] for s in scenarios],
-                targets=[float(s["mean"]) for s in scenarios],
-                modality=[MODALITIES.index(s["majority_modality"]) for s in scenarios],
-                scenario_ids=[s["scenario_id"] for s in scenarios],
-            )
-        )
-    if not lists["train"] and not lists["test"]:
-        raise TrainingDataError(f"the export has no list of two or more scenarios ({skipped} list(s) of one left out)")
-    return ExportImageLists(train=lists["train"], test=lists["test"], skipped_single=skipped)
-
-
-# --- the gate ---------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class GateDecision:
-    promote: bool
-    reason: str
-    candidate: dict
-    current: dict | None
-
-
-def version_metrics_on(version: ModelVersion, test: ListData, k: int = 5) -> tuple[dict, list[int]] | None:
-    """The version's stored predictions, evaluated on the test lists it has scored fully.
-
-    Returns (metrics, indices of the lists used), or None when it has scored none.
-    """
-    scores = dict(
-        Prediction.objects.filter(
-            model_version=version, scenario_id__in=test.scenario_ids, status=Prediction.Status.OK
-        ).values_list("scenario_id", "score")
-    )
-    ids = np.array(test.scenario_ids)
-    lists, used = [], []
-    for n, (true, idx) in enumerate(test.lists()):
-        preds = [scores.get(int(sid)) for sid in ids[idx]]
-        if all(p is not None for p in preds):
-            lists.append((true, np.array(preds, dtype=float)))
-            used.append(n)
-    if not lists:
-        return None
-    return metrics.evaluate_lists(lists, k=k), used
-
-
-def gate_decision(*, candidate: dict, current: dict | None, current_name: str) -> GateDecision:
-    """Promote only if NDCG@5 and Unsafe Rate are no worse than the current version's on
-    the same test lists, within MORALE_GATE_NDCG_TOLERANCE / MORALE_GATE_UNSAFE_TOLERANCE."""
-    if current is None:
-        return GateDecision(
-            False,
-            f"the current version {current_name} has no scores on the test split to compare with; "
-            "the new version stays a candidate (promote it in the admin after checking it)",
-            candidate,
-            None,
-        )
-    ndcg_tol = settings.MORALE_GATE_NDCG_TOLERANCE
-    unsafe_tol = settings.MORALE_GATE_UNSAFE_TOLERANCE
-    new_ndcg, old_ndcg = candidate["ndcg@5"], current["ndcg@5"]
-    new_unsafe, old_unsafe = candidate["unsafe_rate_pooled"], current["unsafe_rate_pooled"]
-    problems = []
-    if new_ndcg < old_ndcg - ndcg_tol:
-        problems.append(f"NDCG@5 {new_ndcg:.4f} is below the current {old_ndcg:.4f} (tolerance {ndcg_tol})")
-    # NaN: no unsafe scenario in the test lists, nothing to compare.
-    if not (math.isnan(new_unsafe) or math.isnan(old_unsafe)) and new_unsafe > old_unsafe + unsafe_tol:
-        problems.append(f"Unsafe Rate {new_unsafe:.4f} is above the current {old_unsafe:.4f} (tolerance {unsafe_tol})")
-    if problems:
-        return GateDecision(False, f"not promoted over {current_name}: " + "; ".join(problems), candidate, current)
-    return GateDecision(
-        True,
-        f"promoted over {current_name}: NDCG@5 {new_ndcg:.4f} vs {old_ndcg:.4f}, "
-        f"Unsafe Rate {new_unsafe:.4f} vs {old_unsafe:.4f} on the same test lists",
-        candidate,
-        current,
-    )
-
-
-# --- runs ---------------------------------------------------------------------------------------
 def _fail_stale_runs(now) -> None:
     """A run whose worker died (SIGKILL, lost machine) stops holding the lock after a while."""
     stale_before = now - timedelta(minutes=settings.MORALE_TRAINING_STALE_MINUTES)
@@ -311,15 +147,6 @@ class _Reporter:
         )
 
 
-@dataclass
-class _Candidate:
-    """A registered version whose saved files were checked to reload to the trained model."""
-
-    version: ModelVersion
-    result: TrainResult
-    test: ListData  # the test lists with the trained model's features, for the gate
-
-
 def _execute(run: TrainingRun, *, backbone, progress) -> None:
     config = TrainConfig(**run.config)
     if run.export is None:
@@ -328,18 +155,16 @@ def _execute(run: TrainingRun, *, backbone, progress) -> None:
     if run.export.status != DatasetExport.Status.DONE or run.export.format not in ("jsonl", "parquet"):
         raise TrainingDataError(f"{run.export} is not a finished JSONL or Parquet export")
     reporter = _Reporter(run, progress)
+    # A registered version whose saved files were checked to reload to the trained model.
     if config.mode == "lora":
-        candidate = _lora_candidate(run, config, reporter)
+        version, result = _lora_candidate(run, config, reporter)
     else:
-        candidate = _head_candidate(run, config, backbone or EfficientNetMiniLMBackbone(), reporter)
-    version, result = candidate.version, candidate.result
+        version, result = _head_candidate(run, config, backbone or EfficientNetMiniLMBackbone(), reporter)
 
-    current = modelloop_services.model_version_current_or_none()
-    candidate_metrics, current_metrics = result.test_metrics, None
-    compared = version_metrics_on(current, candidate.test, k=config.ndcg_k) if current else None
-    if compared is not None:
-        current_metrics, used = compared
-        candidate_metrics = evaluate(result.head, _subset(candidate.test, used), k=config.ndcg_k)
+    current = modelloop_selectors.model_version_current_or_none()
+    candidate_metrics, current_metrics = gate_metrics(
+        head=result.head, test=result.test_data, test_metrics=result.test_metrics, current=current, k=config.ndcg_k
+    )
     decision = gate_decision(
         candidate=candidate_metrics, current=current_metrics, current_name=current.name if current else "(none)"
     )
@@ -367,7 +192,7 @@ def _execute(run: TrainingRun, *, backbone, progress) -> None:
     )
 
 
-def _head_candidate(run: TrainingRun, config: TrainConfig, backbone, reporter: _Reporter) -> _Candidate:
+def _head_candidate(run: TrainingRun, config: TrainConfig, backbone, reporter: _Reporter) -> tuple[ModelVersion, TrainResult]:
     """Mode head: cached features -> head -> an efficientnet-minilm-mlp version."""
     _log(run, f"reading {run.export} with backbone {backbone.backbone_ref}")
     data = lists_from_export(path=run.export.file.path, backbone=backbone)
@@ -398,10 +223,10 @@ def _head_candidate(run: TrainingRun, config: TrainConfig, backbone, reporter: _
     with torch.no_grad():
         if not torch.allclose(reloaded(probe), result.head(probe), atol=1e-5):
             raise TrainingDataError(f"the saved head of {version.name} does not reload to the trained one")
-    return _Candidate(version, result, data.test)
+    return version, result
 
 
-def _lora_candidate(run: TrainingRun, config: TrainConfig, reporter: _Reporter) -> _Candidate:
+def _lora_candidate(run: TrainingRun, config: TrainConfig, reporter: _Reporter) -> tuple[ModelVersion, TrainResult]:
     """Mode lora: images and texts -> VLM + LoRA + head -> an hf-vlm-head version with its adapter."""
     _log(run, f"reading {run.export} for LoRA training on the VLM in {config.vlm_path}")
     data = image_lists_from_export(path=run.export.file.path)
@@ -436,7 +261,7 @@ def _lora_candidate(run: TrainingRun, config: TrainConfig, reporter: _Reporter) 
             ),
         )
     _check_lora_reload(version, result, data.test or data.train)
-    return _Candidate(version, result, result.test_data)
+    return version, result
 
 
 def _check_lora_reload(version: ModelVersion, result: LoraTrainResult, lists: list[ImageList]) -> None:
@@ -467,16 +292,3 @@ def _check_lora_reload(version: ModelVersion, result: LoraTrainResult, lists: li
             f"(scores differ by up to {difference:.6f})"
         )
 
-
-def _subset(data: ListData, list_indices: list[int]) -> ListData:
-    starts, ends = data.offsets[:-1], data.offsets[1:]
-    pieces = [torch.arange(int(starts[i]), int(ends[i])) for i in list_indices]
-    index = torch.cat(pieces) if pieces else torch.zeros(0, dtype=torch.long)
-    lengths = [len(p) for p in pieces]
-    return ListData(
-        features=data.features[index],
-        targets=data.targets[index],
-        modality=data.modality[index],
-        offsets=torch.tensor(np.concatenate([[0], np.cumsum(lengths)]), dtype=torch.long),
-        scenario_ids=[data.scenario_ids[i] for i in index.tolist()],
-    )

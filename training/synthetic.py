@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .train import ListData
+from .lists import ListData
 
 
 def synthetic_lists(

@@ -25,15 +25,9 @@ from modelloop.scoring import ScoringInput
 from modelloop.scoring.hf_vlm import HFVLMBackbone, HFVLMHeadScorer, last_token_outputs, load_vlm
 from modelloop.scoring.tiny_vlms import build_tiny_vlm
 from training import services
-from training.train import (
-    ImageList,
-    TrainConfig,
-    encode_triples,
-    lora_scores,
-    train_head,
-    train_lora,
-    vlm_features,
-)
+from training.lists import ImageList
+from training.lora import encode_triples, lora_scores, train_lora, vlm_features
+from training.train import TrainConfig, train_head
 from tests.conftest import png_bytes
 from tests.factories import AnnotatorFactory, current_version, predict
 

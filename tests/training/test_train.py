@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 import torch
 
+from training.lists import ListData, TrainingDataError
 from training.synthetic import synthetic_lists
-from training.train import ListData, TrainConfig, TrainingDataError, fit_logistic_calibration, train_head
+from training.train import CachedFeatures, TrainConfig, fit, train_head
 
 
 def small(n_lists=300, seed=0, **kw):
@@ -49,13 +50,6 @@ def test_calibrated_output_is_on_the_1_to_5_scale_and_close_to_the_truth():
     assert float(pred.min()) >= 1.0 and float(pred.max()) <= 5.0
     assert float((pred - test.targets).abs().mean()) < 0.5
     assert result.calibration["method"] == "builtin" and result.calibration["b"] > 0
-
-
-def test_calibration_fit_recovers_known_parameters():
-    logits = torch.linspace(-3, 3, 200)
-    targets = 1 + 4 * torch.sigmoid(0.5 + 2.0 * logits)
-    a, b = fit_logistic_calibration(logits, targets)
-    assert a == pytest.approx(0.5, abs=1e-2) and b == pytest.approx(2.0, abs=1e-2)
 
 
 @pytest.mark.parametrize("loss", ["bpo", "bce"])
@@ -107,3 +101,28 @@ def test_some_equal_scores_train_without_nan():
 def test_bad_config_is_refused():
     with pytest.raises(ValueError, match="loss"):
         TrainConfig(loss="hinge")
+
+
+class NaNAtStep:
+    """A ListEncoder over cached features whose features turn NaN from training step `bad` on."""
+
+    def __init__(self, data, bad):
+        self.inner, self.bad, self.steps = CachedFeatures(data, data), bad, 0
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def encode(self, rows):
+        feats, targets, modality, mask = self.inner.encode(rows)
+        if torch.is_grad_enabled():  # a training step, not the loss at initialisation
+            self.steps += 1
+            if self.steps >= self.bad:
+                feats = torch.full_like(feats, float("nan"))
+        return feats, targets, modality, mask
+
+
+def test_the_loop_stops_at_the_first_non_finite_step_loss():
+    encoder = NaNAtStep(small(20), bad=3)
+    with pytest.raises(TrainingDataError, match=r"diverged at epoch 1, step 3 \(loss nan\)"):
+        fit(TrainConfig(epochs=2), encoder)
+    assert encoder.steps == 3

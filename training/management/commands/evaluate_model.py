@@ -6,10 +6,12 @@ import math
 from django.core.management.base import BaseCommand, CommandError
 
 from annotation.exports import dataset_export_create
-from modelloop import services as modelloop_services
+from modelloop import selectors as modelloop_selectors
 from modelloop.scoring.offline import EfficientNetMiniLMBackbone
-from training import services
-from training.train import TrainConfig, TrainingDataError, train_head
+from training.data import lists_from_export
+from training.gate import version_metrics_on
+from training.lists import TrainingDataError
+from training.train import TrainConfig, train_head
 
 from ._common import add_train_options, export_from, train_config
 
@@ -26,7 +28,7 @@ class Command(BaseCommand):
     def handle(self, *args, **options):
         export = export_from(options) or dataset_export_create(fmt="jsonl")
         try:
-            data = services.lists_from_export(path=export.file.path, backbone=EfficientNetMiniLMBackbone())
+            data = lists_from_export(path=export.file.path, backbone=EfficientNetMiniLMBackbone())
         except TrainingDataError as exc:
             raise CommandError(str(exc)) from None
         self.stdout.write(
@@ -40,9 +42,9 @@ class Command(BaseCommand):
             except TrainingDataError as exc:
                 raise CommandError(f"{label}: {exc}") from None
             rows.append((f"{label} head", result.test_metrics))
-        current = modelloop_services.model_version_current_or_none()
+        current = modelloop_selectors.model_version_current_or_none()
         if current is not None:
-            compared = services.version_metrics_on(current, data.test)
+            compared = version_metrics_on(current, data.test)
             if compared is not None:
                 rows.append((f"current: {current.name} ({len(compared[1])} lists)", compared[0]))
         width = max(len(name) for name, _ in rows)

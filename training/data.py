@@ -1,0 +1,111 @@
+"""Export file -> training lists: ``ListData`` with cached backbone features (mode head) or
+``ImageList``s of images and texts (mode lora).
+
+Everything about the lists (targets, splits) comes from the export file alone, never from
+the live judgment tables, so a run is reproducible from its export.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+import torch
+from django.core.files.storage import default_storage
+
+from annotation.exports import iter_export
+from modelloop import services as modelloop_services
+
+from .lists import MODALITIES, ImageList, ListData, TrainingDataError, offsets_of
+
+T = TypeVar("T")
+
+
+def _lists_by_split(path: str, make: Callable[[dict], T]) -> tuple[dict[str, list[T]], int]:
+    """``make(record)`` of every export record with two or more scenarios, by split, and the
+    number of lists of one left out. TrainingDataError when no list is left."""
+    lists: dict[str, list[T]] = {"train": [], "test": []}
+    skipped = 0
+    for record in iter_export(path):
+        if len(record["scenarios"]) < 2:
+            skipped += 1
+            continue
+        lists[record["split"]].append(make(record))
+    if not lists["train"] and not lists["test"]:
+        raise TrainingDataError(f"the export has no list of two or more scenarios ({skipped} list(s) of one left out)")
+    return lists, skipped
+
+
+@dataclass
+class ExportLists:
+    train: ListData
+    test: ListData
+    skipped_single: int  # lists of one scenario: nothing to rank, left out
+
+
+def lists_from_export(*, path: str, backbone) -> ExportLists:
+    """Read an export and attach each scenario's backbone features.
+
+    The lists, their targets and splits come from the export file alone. Features come
+    from the feature cache, keyed by the scenario and a hash of its image, setting and
+    text, so they are those of the content the annotators saw. Raises TrainingDataError
+    when a scenario's features cannot be computed (a missing image file, a corrupt image):
+    the message names the scenarios and the reasons.
+    """
+    lists, skipped = _lists_by_split(
+        path,
+        lambda record: [
+            (s["scenario_id"], float(s["mean"]), MODALITIES.index(s["majority_modality"])) for s in record["scenarios"]
+        ],
+    )
+    ids = [sid for split in lists.values() for lst in split for sid, _, _ in lst]
+    features, errors = modelloop_services.features_for(backbone, ids)
+    failed = [(sid, error) for sid, error in zip(ids, errors) if error]
+    if failed:
+        shown = "; ".join(f"scenario #{sid}: {error}" for sid, error in failed[:5])
+        raise TrainingDataError(f"{len(failed)} scenario(s) have no features: {shown}")
+    row_of = {sid: row for row, sid in enumerate(ids)}
+
+    def build(split_lists) -> ListData:
+        flat = [item for lst in split_lists for item in lst]
+        return ListData(
+            features=features[torch.tensor([row_of[sid] for sid, _, _ in flat], dtype=torch.long)],
+            targets=torch.tensor([t for _, t, _ in flat], dtype=torch.float32),
+            modality=torch.tensor([m for _, _, m in flat], dtype=torch.long),
+            offsets=offsets_of([len(lst) for lst in split_lists]),
+            scenario_ids=[sid for sid, _, _ in flat],
+        )
+
+    return ExportLists(train=build(lists["train"]), test=build(lists["test"]), skipped_single=skipped)
+
+
+def _image_list(record: dict) -> ImageList:
+    scenarios = record["scenarios"]
+    return ImageList(
+        context_id=record["context_id"],
+        image_path=default_storage.path(record["image_path"]),
+        setting=record["setting"],
+        texts=[s["text"] for s in scenarios],
+        targets=[float(s["mean"]) for s in scenarios],
+        modality=[MODALITIES.index(s["majority_modality"]) for s in scenarios],
+        scenario_ids=[s["scenario_id"] for s in scenarios],
+    )
+
+
+@dataclass
+class ExportImageLists:
+    train: list[ImageList]
+    test: list[ImageList]
+    skipped_single: int  # lists of one scenario: nothing to rank, left out
+
+
+def image_lists_from_export(*, path: str) -> ExportImageLists:
+    """Read an export into per-context lists of image, setting, texts and mean scores (mode lora).
+
+    Image paths are the export's, in the default storage (``MEDIA_ROOT``). Raises
+    TrainingDataError when no list has two scenarios. Unreadable images are found by
+    ``train_lora``, before it loads the model.
+    """
+    lists, skipped = _lists_by_split(path, _image_list)
+    return ExportImageLists(train=lists["train"], test=lists["test"], skipped_single=skipped)
