@@ -29,7 +29,7 @@ class Context(models.Model):
     )
     is_active = models.BooleanField(default=True)
     # The id a researcher's import file gives this context: re-importing the file matches on
-    # it instead of creating a copy (annotation.imports). Empty for contexts made by hand.
+    # it instead of creating a copy (annotation.dataset.importing). Empty for contexts made by hand.
     external_id = models.CharField(max_length=200, blank=True, default="")
     # The import that created it; "per context batch" agreement groups by this.
     import_batch = models.ForeignKey(
@@ -143,13 +143,13 @@ class Annotator(models.Model):
     consent_version = models.CharField(max_length=32, blank=True)
     consented_at = models.DateTimeField(null=True, blank=True)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.ACTIVE)
-    # Why the status is what it is (set with it by annotation.quality; the history is in
+    # Why the status is what it is (set with it by annotation.services.screening; the history is in
     # AnnotatorScreening).
     status_reason = models.TextField(blank=True)
     # Crowd platforms: the participant id the entry URL carried (?PROLIFIC_PID= / ?workerId=).
     platform = models.CharField(max_length=16, choices=Platform.choices, default=Platform.LOCAL)
     platform_participant_id = models.CharField(max_length=128, blank=True, default="")
-    # Latest automatic quality screening (annotation.quality): {"flags": [...], "stats": {...}}.
+    # Latest automatic quality screening (annotation.research.quality): {"flags": [...], "stats": {...}}.
     # Flags only suggest; a researcher confirms a screening, which changes ``status``.
     quality = models.JSONField(default=dict, blank=True)
     quality_checked_at = models.DateTimeField(null=True, blank=True)
@@ -215,7 +215,7 @@ class AnnotatorScreening(models.Model):
 
 
 class ImportBatch(models.Model):
-    """One bulk import of contexts and scenarios (see ``annotation.imports``).
+    """One bulk import of contexts and scenarios (see ``annotation.dataset.importing``).
 
     ``queued``: uploaded in the admin, waiting for a worker (the files wait under
     ``imports/`` in private media); ``rejected`` (errors): nothing was imported; ``done``:
@@ -398,9 +398,9 @@ class Disagreement(Judgment):
 
 
 class DatasetExport(models.Model):
-    """One dataset export file and how it was made (see ``annotation.exports``).
+    """One dataset export file and how it was made (see ``annotation.dataset.export``).
 
-    Written by ``annotation.exports.dataset_export_create`` only: ``running`` while the
+    Written by ``annotation.dataset.export.service.dataset_export_create`` only: ``running`` while the
     file is written, then ``done`` (file, sha256 and counts set) or ``failed`` (the reason
     in ``error``, no file).
     """

@@ -28,7 +28,7 @@ def expire_assignments() -> int:
 def export_dataset(export_id: int) -> None:
     """Write a queued dataset export (admin, API). Idempotent: a repeated or redelivered
     message finds the export claimed or finished and does nothing."""
-    from .exports import dataset_export_run
+    from annotation.dataset.export.service import dataset_export_run
 
     dataset_export_run(export_id)
 
@@ -36,7 +36,7 @@ def export_dataset(export_id: int) -> None:
 @shared_task(name="annotation.import_batch", acks_late=True)
 def import_batch(batch_id: int) -> None:
     """Import a batch uploaded in the admin. Idempotent: a repeated message finds it claimed."""
-    from .imports import import_run
+    from annotation.dataset.importing.service import import_run
 
     import_run(batch_id)
 
@@ -45,8 +45,8 @@ def import_batch(batch_id: int) -> None:
 def resume_jobs() -> int:
     """Periodic: re-send exports and imports left queued (broker was down), and exports
     orphaned by a dead worker."""
-    from .exports import exports_resume
-    from .imports import imports_resume
+    from annotation.dataset.export.service import exports_resume
+    from annotation.dataset.importing.service import imports_resume
 
     return exports_resume() + imports_resume()
 
@@ -55,6 +55,6 @@ def resume_jobs() -> int:
 def quality_refresh() -> dict:
     """Periodic: recompute every annotator's quality flags; pause those failing canaries.
     Idempotent (it overwrites the flags with fresh ones)."""
-    from .quality import quality_refresh as refresh
+    from annotation.research.quality import quality_refresh as refresh
 
     return refresh()

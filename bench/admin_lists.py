@@ -81,7 +81,7 @@ def phase_measure(repeat: int) -> dict:
     from django.test import Client
     from django.urls import reverse
 
-    from annotation.roles import researcher_make
+    from morale.roles import researcher_make
 
     filled = add_predictions()
     user = get_user_model().objects.create_user("bench-researcher", password="bench-only-password-1")

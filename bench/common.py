@@ -54,12 +54,12 @@ def sqlite_url(folder: Path) -> str:
 
 
 def bench_env(*, database_url: str, folder: Path, **overrides: str) -> dict[str, str]:
-    """This process's environment plus the settings of a throw-away run: ``morale.settings.base``
+    """This process's environment plus the settings of a throw-away run: ``morale.settings.local``
     on `database_url`, media, var (and the filesystem broker's folder in it) under `folder`,
     DEBUG off, warnings only, the repository on PYTHONPATH. `overrides` win."""
     env = dict(os.environ)
     env.update(
-        DJANGO_SETTINGS_MODULE="morale.settings.base",
+        DJANGO_SETTINGS_MODULE="morale.settings.local",
         DATABASE_URL=database_url,
         MEDIA_ROOT=str(folder / "media"),
         MORALE_VAR_DIR=str(folder / "var"),

@@ -226,15 +226,18 @@ def measure(repeat: int, html_path: str | None) -> dict:
     from django.test import Client
     from django.urls import reverse
 
-    from annotation import analysis, quality
-    from annotation.roles import researcher_make
+    from annotation.dataset import table
+    from annotation.research import dashboard
+    from annotation.research import items as research_items
+    from annotation.research import quality
+    from morale.roles import researcher_make
 
     out = {}
     out["quality_refresh"], refreshed = timed(quality.quality_refresh, repeat)
     out["annotator_stats"], _ = timed(quality.annotator_stats, repeat)
-    out["flagged_items"], items = timed(lambda: quality.flagged_items(limit=200), repeat)
-    out["load_rows"], rows = timed(analysis.load_rows, repeat)
-    out["judgment_table"], table = timed(lambda: analysis.judgment_table(rows=rows), repeat)
+    out["flagged_items"], items = timed(lambda: research_items.flagged_items(limit=200), repeat)
+    out["load_rows"], rows = timed(table.load_rows, repeat)
+    out["judgment_table"], table = timed(lambda: table.judgment_table(rows=rows), repeat)
     for name in ("krippendorff_alphas", "modality_agreement", "rating_distribution", "judgment_shifts", "item_dispersion"):
         fn = getattr(analysis, name)
         out[name], _ = timed(lambda fn=fn: fn(table), repeat)
@@ -243,7 +246,7 @@ def measure(repeat: int, html_path: str | None) -> dict:
         out[name], _ = timed(lambda fn=fn: fn(rows=rows), repeat)
     for name in ("model_metrics", "annotator_quality_summary"):
         out[name], _ = timed(getattr(analysis, name), repeat)
-    out["dashboard_bundle"], bundle = timed(lambda: analysis.dashboard_bundle(use_cache=False), repeat)
+    out["dashboard_bundle"], bundle = timed(lambda: dashboard.dashboard_bundle(use_cache=False), repeat)
 
     researcher = get_user_model().objects.create_user(username="bench-researcher", password="bench-only-pw-1")
     researcher_make(researcher)

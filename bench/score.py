@@ -145,7 +145,7 @@ def bench_batching(args, tmp: Path, photo_paths: list[str]) -> list[tuple[str, i
     from modelloop.scoring import ScoringInput
     from modelloop.scoring.hf_vlm import HFVLMZeroShotScorer
     from modelloop.scoring.offline import EfficientNetMiniLMHeadScorer, ScoreHead, ZeroShotTextBaselineScorer, save_head
-    from modelloop.scoring.tiny_vlms import build_tiny_vlm
+    from modelloop.testing.tiny_vlms import build_tiny_vlm
 
     def inputs(n: int) -> list[ScoringInput]:
         return [

@@ -44,7 +44,7 @@ django.setup()
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from modelloop.scoring.tiny_vlms import build_tiny_vlm  # noqa: E402
+from modelloop.testing.tiny_vlms import build_tiny_vlm
 from training import losses  # noqa: E402
 from training.lists import ImageList, ListData  # noqa: E402
 from training.lora import train_lora  # noqa: E402

@@ -13,7 +13,8 @@ from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework import serializers, viewsets
 from rest_framework.permissions import IsAuthenticated
 
-from morale.permissions import AllowListedOrdering, IdFilter, IsResearcher
+from morale.api.filters import AllowListedOrdering, IdFilter
+from morale.api.permissions import IsResearcher
 
 from .models import ModelVersion, Prediction
 

@@ -22,7 +22,7 @@ def test_pg_db_name_is_the_path_of_the_url():
 
 def test_bench_env_points_everything_into_the_folder_and_overrides_win(tmp_path: Path):
     env = common.bench_env(database_url="sqlite:///x.sqlite3", folder=tmp_path, DEBUG="true")
-    assert env["DJANGO_SETTINGS_MODULE"] == "morale.settings.base"
+    assert env["DJANGO_SETTINGS_MODULE"] == "morale.settings.local"
     assert env["DATABASE_URL"] == "sqlite:///x.sqlite3"
     assert env["MEDIA_ROOT"] == str(tmp_path / "media")
     assert env["MORALE_VAR_DIR"] == str(tmp_path / "var")

@@ -19,7 +19,8 @@ from rest_framework.response import Response
 from rest_framework.reverse import reverse
 
 from annotation.models import DatasetExport
-from morale.permissions import AllowListedOrdering, IdFilter, IsResearcher
+from morale.api.filters import AllowListedOrdering, IdFilter
+from morale.api.permissions import IsResearcher
 
 from . import services, tasks
 from .models import TrainingRun

@@ -14,7 +14,7 @@ from typing import TypeVar
 import torch
 from django.core.files.storage import default_storage
 
-from annotation.exports import iter_export
+from annotation.dataset.format import iter_export
 from modelloop import services as modelloop_services
 
 from .lists import MODALITIES, ImageList, ListData, TrainingDataError, offsets_of

@@ -19,7 +19,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from annotation.exports import dataset_export_create
+from annotation.dataset.export.service import dataset_export_create
 from annotation.models import DatasetExport
 from modelloop import selectors as modelloop_selectors
 from modelloop import services as modelloop_services

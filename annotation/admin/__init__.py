@@ -1,7 +1,7 @@
 """The researchers' admin, one module per area: contexts, annotators, judgments, jobs (exports, imports).
 
 Django's admin autodiscovery imports this package; nothing else should. Researchers are
-staff users in the "researcher" group (``annotation.roles``); annotators never reach it.
+staff users in the "researcher" group (``morale.roles``); annotators never reach it.
 Writes go through the services; these classes only lay out lists, forms and actions.
 """
 

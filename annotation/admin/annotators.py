@@ -1,6 +1,6 @@
 """Admin of annotators: pseudonymous ids, quality flags, status history, and the status actions.
 
-Status changes go through the actions, which record who and why (``annotation.quality``);
+Status changes go through the actions, which record who and why (``annotation.services.screening``);
 the status field itself is read-only here.
 """
 
@@ -9,7 +9,8 @@ from django.db.models import Q
 from django.utils.html import format_html_join
 from django.utils.safestring import mark_safe
 
-from .. import crowd, quality, selectors
+from .. import crowd, selectors
+from annotation.services import screening
 from ..models import Annotator, AnnotatorScreening
 
 
@@ -49,7 +50,7 @@ class QualityFlagFilter(admin.SimpleListFilter):
 @admin.register(Annotator)
 class AnnotatorAdmin(admin.ModelAdmin):
     """Annotators by pseudonymous id, with their quality flags; status changes go through
-    the actions, which write the history (annotation.quality)."""
+    the actions, which write the history (annotation.services.screening)."""
 
     list_display = ["user", "public_id", "platform", "status", "flags", "canary_pass_rate", "judgments", "quality_checked_at"]
     list_filter = ["status", "platform", QualityFlagFilter, "consent_version"]
@@ -96,10 +97,10 @@ class AnnotatorAdmin(admin.ModelAdmin):
         changed = 0
         for annotator in queryset:
             if action == "reinstate":
-                changed += bool(quality.annotator_reinstate(annotator, by=request.user, note=f"lifted in the admin by {request.user}"))
+                changed += bool(screening.annotator_reinstate(annotator, by=request.user, note=f"lifted in the admin by {request.user}"))
             else:
                 reasons = (annotator.quality or {}).get("flags") or [f"decided in the admin by {request.user}"]
-                call = quality.annotator_screen_out if action == "screen_out" else quality.annotator_pause
+                call = screening.annotator_screen_out if action == "screen_out" else screening.annotator_pause
                 changed += bool(call(annotator, by=request.user, reasons=reasons))
         messages.success(request, f"{changed} annotator(s) {done}; {queryset.count() - changed} already were.")
 

@@ -13,7 +13,8 @@ from django.utils.html import format_html
 
 from modelloop import services as modelloop_services
 
-from .. import exports, services
+from .. import services
+from annotation.dataset.export import service as export_service
 from ..images import check_image_upload
 from ..models import Context, Scenario
 
@@ -100,7 +101,7 @@ class ContextAdmin(admin.ModelAdmin):
 
     @admin.action(description="Export the selected contexts (JSON Lines, in the background)", permissions=["export"])
     def export_selected(self, request, queryset):
-        export = exports.dataset_export_queue(
+        export = export_service.dataset_export_queue(
             fmt="jsonl", created_by=request.user, context_ids=list(queryset.values_list("pk", flat=True))
         )
         url = reverse("admin:annotation_datasetexport_change", args=[export.pk])

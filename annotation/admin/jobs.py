@@ -1,6 +1,6 @@
 """Admin of the background jobs: dataset exports and imports, and the page that uploads an import.
 
-"Add" on exports queues one that a worker writes (``annotation.exports.dataset_export_queue``;
+"Add" on exports queues one that a worker writes (``annotation.dataset.export.service.dataset_export_queue``;
 ``manage.py export_dataset`` writes one directly); files download through a staff-only
 admin view, never from public media. The import page takes a data file + a zip of images
 (linked from the Context and ImportBatch change lists); uploads need the
@@ -20,7 +20,10 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 
-from .. import exports, imports
+from annotation.dataset.export import service as export_service
+from annotation.dataset.importing import errors as import_errors
+from annotation.dataset.importing import readers as import_readers
+from annotation.dataset.importing import service as import_service
 from ..models import DatasetExport, ImportBatch
 
 
@@ -42,7 +45,7 @@ class ReloadsWhileBusy:
 
 # --- dataset exports -----------------------------------------------------------------------
 class NewExportForm(forms.Form):
-    """The filters of ``annotation.exports.ExportOptions``, defaults from the settings."""
+    """The filters of ``annotation.dataset.export.options.ExportOptions``, defaults from the settings."""
 
     format = forms.ChoiceField(choices=DatasetExport.Format.choices)
     source = forms.ChoiceField(
@@ -79,7 +82,7 @@ class DatasetExportAdmin(ReloadsWhileBusy, admin.ModelAdmin):
             raise PermissionDenied
         form = NewExportForm(request.POST or None)
         if request.method == "POST" and form.is_valid():
-            export = exports.dataset_export_queue(created_by=request.user, **form.export_arguments())
+            export = export_service.dataset_export_queue(created_by=request.user, **form.export_arguments())
             messages.success(request, f"Export #{export.pk} is queued; this page shows its progress.")
             return redirect("admin:annotation_datasetexport_change", export.pk)
         context = {
@@ -256,7 +259,7 @@ class ImportBatchAdmin(ReloadsWhileBusy, admin.ModelAdmin):
                 data, images = form.cleaned_data["data_file"], form.cleaned_data["images"]
                 if data.size + images.size > settings.MORALE_IMPORT_INLINE_MAX_BYTES:
                     # Too large to import within the request (gunicorn's timeout): a worker does it.
-                    batch = imports.import_queue(
+                    batch = import_service.import_queue(
                         data_upload=data,
                         images_upload=images,
                         allow_partial=form.cleaned_data["allow_partial"],
@@ -265,7 +268,7 @@ class ImportBatchAdmin(ReloadsWhileBusy, admin.ModelAdmin):
                     messages.success(request, f"Import #{batch.pk} is queued; this page shows its progress.")
                     return redirect("admin:annotation_importbatch_change", batch.pk)
                 try:
-                    batch = imports.import_contexts(
+                    batch = import_service.import_contexts(
                         data_file=data,
                         images=images,
                         allow_partial=form.cleaned_data["allow_partial"],
@@ -273,7 +276,7 @@ class ImportBatchAdmin(ReloadsWhileBusy, admin.ModelAdmin):
                         file_name=data.name,
                         images_name=images.name,
                     )
-                except imports.ImportFailed as exc:
+                except import_errors.ImportFailed as exc:
                     batch, failure = exc.batch, str(exc)
         else:
             form = ImportForm()
@@ -296,7 +299,7 @@ class ImportBatchAdmin(ReloadsWhileBusy, admin.ModelAdmin):
                 if batch and (batch.counts or {}).get("contexts_created")
                 else ""
             ),
-            "columns": ", ".join(imports.CSV_COLUMNS),
+            "columns": ", ".join(import_readers.CSV_COLUMNS),
             "inline_max_mb": round(settings.MORALE_IMPORT_INLINE_MAX_BYTES / 2**20, 1),
         }
         return TemplateResponse(request, "admin/annotation/importbatch/import_form.html", context)

@@ -1,6 +1,6 @@
 """Who gets the researcher's view of a resource, and the machinery that hides fields and filters from everyone else.
 
-Researchers (``annotation.roles``) get every field; for anyone else the fields named in a
+Researchers (``morale.roles``) get every field; for anyone else the fields named in a
 serializer's ``Meta.researcher_fields`` are removed and the ``research_filterset_class``
 is not offered (docs/api.md).
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 from drf_spectacular.extensions import OpenApiSerializerExtension
 from rest_framework import serializers
 
-from ..roles import is_researcher
+from morale.roles import is_researcher
 
 RESEARCHERS_ONLY = "Researchers only: absent from annotators' responses."
 RESEARCHERS_ONLY_FILTER = "Researchers only (for anyone else an unknown parameter: 400)."

@@ -9,7 +9,7 @@ from __future__ import annotations
 from rest_framework import serializers
 from rest_framework.reverse import reverse
 
-from .. import exports
+from annotation.dataset import format as dataset_format
 from ..models import Assignment, Context, DatasetExport, Judgment, Scenario
 from .audience import AudienceSerializer
 
@@ -103,7 +103,7 @@ class ExportCreateSerializer(serializers.Serializer):
     The split seed, test fraction and chunk size are deployment settings, not per-export choices."""
 
     format = serializers.ChoiceField(choices=DatasetExport.Format.choices)
-    source = serializers.ChoiceField(choices=[(s, s) for s in exports.SOURCES], required=False)
+    source = serializers.ChoiceField(choices=[(s, s) for s in dataset_format.SOURCES], required=False)
     max_sd = serializers.FloatField(
         required=False,
         allow_null=True,

@@ -23,7 +23,8 @@ from rest_framework.reverse import reverse
 
 from morale.api.permissions import IsResearcher
 
-from .. import exports, selectors
+from .. import selectors
+from annotation.dataset.export import service as export_service
 from ..models import Assignment, Context, DatasetExport, Judgment, Scenario
 from .audience import AudienceViewSetMixin
 from .filters import (
@@ -168,7 +169,7 @@ class ExportViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.G
         options = dict(data.validated_data)
         fmt = options.pop("format")
         try:
-            export = exports.dataset_export_queue(fmt=fmt, created_by=request.user, **options)
+            export = export_service.dataset_export_queue(fmt=fmt, created_by=request.user, **options)
         except (TypeError, ValueError) as exc:
             raise serializers.ValidationError({"detail": str(exc)}) from exc
         body = ExportSerializer(export, context=self.get_serializer_context()).data

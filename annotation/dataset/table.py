@@ -1,6 +1,6 @@
 """The dataset's judgments as numpy arrays, for the researchers' figures: ``load_rows`` (every
 judgment row in whole numbers, three queries) and ``judgment_table`` (the judgments an export
-would use, chosen by ``annotation.dataset.selection``). Read by annotation.analysis / research.
+would use, chosen by ``annotation.dataset.selection``). Read by annotation.research.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Quality control of annotators (paper, section 3.2): per-annotator figures and flags,
 ``quality_refresh`` (celery beat) with its automatic pause, and the reads of the stored flags.
 
-Flags only suggest; the status changes themselves are ``annotation.services_screening``;
+Flags only suggest; the status changes themselves are ``annotation.services.screening``;
 the high-variance items are ``items.flagged_items``. Every figure and flag is defined in
 docs/quality-control.md.
 """
@@ -15,7 +15,7 @@ from django.db.models import Max
 from django.utils import timezone
 
 from ..models import Annotator, AnnotatorScreening, Judgment, Scenario
-from ..services_screening import annotator_pause
+from ..services.screening import annotator_pause
 from .numbers import json_number, ratio
 
 VARIANCE_Z_MIN_ANNOTATORS = 3  # a robust z over fewer annotators says nothing

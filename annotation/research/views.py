@@ -15,7 +15,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.urls import NoReverseMatch, reverse
 
-from ..roles import is_researcher
+from morale.roles import is_researcher
 from .dashboard import dashboard_bundle, dashboard_charts, key_figures
 from .items import flagged_items
 from .quality import flagged_annotators

@@ -6,7 +6,6 @@ every function is keyword-only, validates before it writes and runs in one trans
 """
 
 from ..crowd import CrowdEntryRefused
-from ..models import Annotator, Assignment, AssignmentItem, Context, Judgment, Scenario  # noqa: F401 - old callers read them here
 from .annotators import annotator_create, annotator_for_user, annotator_record_consent, crowd_annotator
 from .assignment import (
     CANDIDATE_CONTEXTS,
@@ -31,6 +30,7 @@ from .content import (
     scenarios_set_retired,
 )
 from .judgments import RatingInput, assignment_submit_ratings, judgment_reconfirm, judgment_token, rating_check
+from .screening import annotator_pause, annotator_reinstate, annotator_screen_out
 
 __all__ = [
     "CANDIDATE_CONTEXTS",
@@ -41,6 +41,9 @@ __all__ = [
     "RatingInput",
     "StudyFull",
     "annotator_create",
+    "annotator_pause",
+    "annotator_reinstate",
+    "annotator_screen_out",
     "annotator_for_user",
     "annotator_record_consent",
     "assignment_complete",

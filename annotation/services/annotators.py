@@ -1,7 +1,7 @@
 """Writes of annotators: accounts, consent, and entry from a crowd platform (no sign-up form).
 
 Status changes (screen out, pause, reinstate) record who and why; they live with quality
-control (``annotation.services_screening`` once merged), not here.
+control (``annotation.services.screening``), not here.
 """
 
 from __future__ import annotations

@@ -131,7 +131,7 @@ def print_settings(run: LoadRun) -> None:
           f"scenarios={setup['scenarios']}")
     print(f"          gunicorn {' '.join(gargs[gargs.index('--workers'):gargs.index('--backlog')])}"
           f"{' --worker-class ' + args.worker_class if args.worker_class else ' (worker class: ' + ('gthread' if args.threads > 1 else 'sync') + ')'}"
-          f", DEBUG=False, DJANGO_SETTINGS_MODULE=morale.settings.base, no Celery worker")
+          f", DEBUG=False, DJANGO_SETTINGS_MODULE=morale.settings.local, no Celery worker")
     print(f"          app: {setup['scenarios_per_page']} scenarios/page max, {setup['judgments_per_scenario']} judgments/scenario, "
           f"threshold {setup['threshold']}, add-scenario when {setup['add_when']}, canary rate {setup['canary_rate']}")
     print(f"          model: {setup['model_version']} ({setup['scorer']}) predictions for {setup['predictions_ok']}/{setup['scenarios']} "

@@ -1,6 +1,6 @@
 """Who may call what: ``IsResearcher``, for the API views of every app.
 
-Who is a researcher is decided in one place, ``annotation.roles.is_researcher`` (staff
+Who is a researcher is decided in one place, ``morale.roles.is_researcher`` (staff
 users in the group ``researcher``, and superusers); it remembers its answer on the
 request's user, so the group query runs at most once per request.
 """
@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from rest_framework.permissions import BasePermission
 
-from annotation.roles import is_researcher
+from morale.roles import is_researcher
 
 
 class IsResearcher(BasePermission):
-    """Researchers only (``annotation.roles``); everyone else gets 403."""
+    """Researchers only (``morale.roles``); everyone else gets 403."""
 
     message = "Only researchers may do this."
 

@@ -212,8 +212,8 @@ LOGGING = {
 }
 
 # --- Dataset export --------------------------------------------------------------------
-# Defaults of annotation.exports (manage.py export_dataset); each export records the values
-# it used, and the filters can be overridden per export. See annotation/exports.py.
+# Defaults of the dataset export (manage.py export_dataset); each export records the values
+# it used, and the filters can be overridden per export. See docs/dataset-export.md.
 # Train/test split by context: sha256(f"{seed}:{context_id}"); changing either moves contexts.
 MORALE_EXPORT_SPLIT_SEED = env.str("MORALE_EXPORT_SPLIT_SEED", default="morale-split-1")
 MORALE_EXPORT_TEST_FRACTION = env.float("MORALE_EXPORT_TEST_FRACTION", default=0.1)
@@ -244,7 +244,7 @@ MORALE_TRAINING_STALE_MINUTES = env.int("MORALE_TRAINING_STALE_MINUTES", default
 # How often celery beat starts a retraining (the periodic task is editable in the admin).
 MORALE_RETRAIN_INTERVAL_HOURS = env.int("MORALE_RETRAIN_INTERVAL_HOURS", default=24)
 
-# --- Quality control (annotation/quality.py; paper section 3.2) -------------------------
+# --- Quality control (annotation/research/quality.py; paper section 3.2) -------------------------
 # Canary pass rate per annotator: below WARN the annotator is flagged for a researcher;
 # below PAUSE (after at least MIN_CHECKS canaries) they are paused automatically.
 MORALE_CANARY_WARN_RATE = env.float("MORALE_CANARY_WARN_RATE", default=0.98)
@@ -265,7 +265,7 @@ MORALE_SCREEN_VARIANCE_Z = env.float("MORALE_SCREEN_VARIANCE_Z", default=3.5)
 MORALE_SCREEN_STRAIGHT_LINE_SHARE = env.float("MORALE_SCREEN_STRAIGHT_LINE_SHARE", default=0.5)
 # How often celery beat recomputes the quality flags.
 MORALE_QUALITY_INTERVAL_SECONDS = env.int("MORALE_QUALITY_INTERVAL_SECONDS", default=600)
-# Analysis (annotation/analysis.py): where the text-only labels -1, 0, +1 sit on the 1-5
+# Analysis (annotation/research/): where the text-only labels -1, 0, +1 sit on the 1-5
 # scale when judgment shifts are counted (paper, table 2 / fig. 6).
 MORALE_TEXT_LABEL_SCORES = env.list("MORALE_TEXT_LABEL_SCORES", cast=float, default=[1.0, 3.0, 5.0])
 # Seconds the researchers' dashboard (/research/) keeps its figures before recomputing.
@@ -285,18 +285,18 @@ MORALE_MAX_CONCURRENT_ANNOTATORS = env.int("MORALE_MAX_CONCURRENT_ANNOTATORS", d
 # Whether /accounts/signup/ lets anyone create an annotator account.
 MORALE_SELF_SIGNUP = env.bool("MORALE_SELF_SIGNUP", default=False)
 
-# --- REST API (annotation/api.py, modelloop/api.py, training/api.py; morale/api_urls.py) ------
+# --- REST API (annotation/api/, modelloop/api.py, training/api.py; morale/api/urls.py) ------
 # Token first: an anonymous request is answered 401 with "WWW-Authenticate: Token". Session
 # requests (the browsable API, /api/docs/) must carry a CSRF token on unsafe methods.
-# Query parameters are allow-listed per view (morale/permissions.py): unknown ones are a 400.
+# Query parameters are allow-listed per view (morale/api/filters.py): unknown ones are a 400.
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "rest_framework.authentication.TokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    "DEFAULT_FILTER_BACKENDS": ["morale.permissions.AllowListedFilterBackend"],
-    "DEFAULT_PAGINATION_CLASS": "morale.permissions.BoundedLimitOffsetPagination",
+    "DEFAULT_FILTER_BACKENDS": ["morale.api.filters.AllowListedFilterBackend"],
+    "DEFAULT_PAGINATION_CLASS": "morale.api.pagination.BoundedLimitOffsetPagination",
     "PAGE_SIZE": 100,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
 }

@@ -10,7 +10,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 
 from annotation.models import Context, ImportBatch, Scenario
-from annotation.roles import researcher_make
+from morale.roles import researcher_make
 from tests.conftest import png_bytes
 
 pytestmark = pytest.mark.django_db

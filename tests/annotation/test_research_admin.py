@@ -8,11 +8,12 @@ from django.contrib.auth import get_user_model
 from django.core.management import CommandError, call_command
 from django.urls import reverse
 
-from annotation import exports, services, tasks
+from annotation import services, tasks
+from annotation.dataset.export import service as export_service
 from annotation.models import Annotator, AnnotatorScreening, DatasetExport, Scenario
-from annotation.roles import RESEARCHER_GROUP, is_researcher, researcher_make
+from morale.roles import RESEARCHER_GROUP, is_researcher, researcher_make
 from modelloop.models import Prediction
-from tests.annotation.test_export import rate_page, rated_context
+from tests.annotation.dataset.helpers import rate_page, rated_context
 from tests.factories import AnnotatorFactory, current_version, make_context, make_scenarios, predict
 
 pytestmark = pytest.mark.django_db
@@ -198,7 +199,7 @@ def test_export_selected_contexts_queues_a_background_export(researcher_client, 
     delay.assert_called_once_with(export.pk)
     assert "follow its progress" in response.content.decode()
     # The worker writes it; the admin then links the file.
-    exports.dataset_export_run(export.pk)
+    export_service.dataset_export_run(export.pk)
     page = researcher_client.get(reverse("admin:annotation_datasetexport_change", args=[export.pk])).content.decode()
     assert reverse("admin:annotation_datasetexport_download", args=[export.pk]) in page
     download = researcher_client.get(reverse("admin:annotation_datasetexport_download", args=[export.pk]))

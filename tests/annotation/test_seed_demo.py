@@ -7,7 +7,7 @@ from django.contrib.auth import authenticate, get_user_model
 from django.core.management import call_command
 from PIL import Image
 
-from annotation.demo_content import DEMO_ACCOUNTS, DEMO_CONTEXTS, MAX_IMAGE_SIDE
+from annotation.demo.content import DEMO_ACCOUNTS, DEMO_CONTEXTS, MAX_IMAGE_SIDE
 from annotation.models import Annotator, Context, Scenario
 
 
@@ -18,7 +18,7 @@ def seed() -> str:
 
 
 def test_demo_content_is_well_formed():
-    """Checked without the database, so a bad edit to demo_content.py fails fast."""
+    """Checked without the database, so a bad edit to annotation/demo/content.py fails fast."""
     assert 8 <= len(DEMO_CONTEXTS) <= 12
     assert len({c.slug for c in DEMO_CONTEXTS}) == len(DEMO_CONTEXTS)
     assert len({(c.setting, c.source) for c in DEMO_CONTEXTS}) == len(DEMO_CONTEXTS)

@@ -2,7 +2,7 @@
 
 The world: one context rated by two annotators (alice agrees with the model, bob disagrees
 and answers a grounding check), a canary and a second context nobody has been assigned
-yet, a researcher (annotation.roles: staff in the group "researcher"), a superuser, and one
+yet, a researcher (morale.roles: staff in the group "researcher"), a superuser, and one
 finished JSONL export.
 """
 
@@ -13,7 +13,9 @@ import pytest
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from annotation import exports, roles, services
+from annotation import services
+from morale import roles
+from annotation.dataset.export import service as export_service
 from annotation.models import Annotator, Assignment, Context, DatasetExport, Judgment, Scenario
 from tests.factories import AnnotatorFactory, UserFactory, make_canary, make_context, make_scenarios, predict
 
@@ -71,7 +73,7 @@ def world(db) -> World:
     researcher = UserFactory()
     roles.researcher_make(researcher)
     superuser = UserFactory(is_staff=True, is_superuser=True)
-    export = exports.dataset_export_create(fmt="jsonl", created_by=researcher)
+    export = export_service.dataset_export_create(fmt="jsonl", created_by=researcher)
     return World(
         context=context,
         scenarios=scenarios,

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from annotation import exports
+from annotation.dataset.export import service as export_service
+from annotation.dataset import format as dataset_format
 from annotation.models import DatasetExport
 
 pytestmark = pytest.mark.django_db
@@ -37,7 +38,7 @@ def test_a_researcher_queues_an_export_that_a_worker_writes(
     assert created.options["source"] == "initial"
     assert as_researcher.get(f"/api/v1/exports/{created.pk}/download/").status_code == 409
 
-    exports.dataset_export_run(created.pk)  # what the worker's task does
+    export_service.dataset_export_run(created.pk)  # what the worker's task does
     done = as_researcher.get(f"/api/v1/exports/{created.pk}/").json()
     assert done["status"] == "done" and done["download_url"].endswith(f"/api/v1/exports/{created.pk}/download/")
     content = body(as_researcher.get(done["download_url"]))
@@ -51,7 +52,7 @@ def test_an_export_of_selected_contexts(world, as_researcher, export_sent, djang
             "/api/v1/exports/", {"format": "jsonl", "context_ids": [world.other_context.pk]}, format="json"
         )
     assert response.status_code == 202
-    exports.dataset_export_run(export_sent[0])
+    export_service.dataset_export_run(export_sent[0])
     created = DatasetExport.objects.get(pk=export_sent[0])
     assert created.status == "done" and created.options["context_ids"] == [world.other_context.pk]
     assert Path(created.file.path).read_bytes() == b""  # nobody rated that one yet
@@ -134,8 +135,8 @@ def test_export_files_cannot_be_reached_through_the_context_image_url(world, cli
 
 
 def test_an_unfinished_or_failed_export_has_nothing_to_download(world, as_researcher):
-    running = DatasetExport.objects.create(format="jsonl", format_version=exports.FORMAT, status="running")
-    failed = DatasetExport.objects.create(format="jsonl", format_version=exports.FORMAT, status="failed", error="boom")
+    running = DatasetExport.objects.create(format="jsonl", format_version=dataset_format.FORMAT, status="running")
+    failed = DatasetExport.objects.create(format="jsonl", format_version=dataset_format.FORMAT, status="failed", error="boom")
     for export in (running, failed):
         response = as_researcher.get(f"/api/v1/exports/{export.pk}/download/")
         assert response.status_code == 409
@@ -148,7 +149,7 @@ def test_a_done_export_whose_file_is_gone_is_a_404(world, as_researcher):
 
 
 def test_researchers_list_and_filter_exports(world, as_researcher):
-    csv_export = exports.dataset_export_create(fmt="csv")
+    csv_export = export_service.dataset_export_create(fmt="csv")
     everything = as_researcher.get("/api/v1/exports/").json()
     assert [e["id"] for e in everything["results"]] == [csv_export.pk, world.export.pk]
     assert [e["id"] for e in as_researcher.get("/api/v1/exports/", {"file_format": "csv"}).json()["results"]] == [csv_export.pk]

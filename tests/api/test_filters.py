@@ -12,7 +12,7 @@ from rest_framework.request import Request
 from rest_framework.test import APIRequestFactory
 
 from annotation.models import Judgment
-from morale.permissions import BoundedLimitOffsetPagination
+from morale.api.pagination import BoundedLimitOffsetPagination
 
 from .conftest import ids
 

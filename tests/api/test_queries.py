@@ -7,7 +7,8 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from annotation import exports, services
+from annotation import services
+from annotation.dataset.export import service as export_service
 from tests.factories import AnnotatorFactory, make_context, make_scenarios, predict
 from training import services as training_services
 from training.models import TrainingRun
@@ -33,8 +34,8 @@ def grow(world, contexts: int = 3, annotators: int = 3) -> None:
             services.judgment_reconfirm(
                 annotator=annotator, judgment_id=judgments[0].pk, score=3, modality="text", page_token=uuid.uuid4()
             )
-    exports.dataset_export_create(fmt="csv", created_by=world.superuser)
-    exports.dataset_export_create(fmt="jsonl", created_by=world.researcher)
+    export_service.dataset_export_create(fmt="csv", created_by=world.superuser)
+    export_service.dataset_export_create(fmt="jsonl", created_by=world.researcher)
     TrainingRun.objects.filter(status="queued").update(status="failed")
     training_services.training_run_queue(triggered_by=TrainingRun.Trigger.COMMAND)
 

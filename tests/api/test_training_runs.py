@@ -3,7 +3,8 @@ run at a time, the run handed to a worker once the request's transaction commits
 
 import pytest
 
-from annotation import exports
+from annotation.dataset.export import service as export_service
+from annotation.dataset import format as dataset_format
 from annotation.models import DatasetExport
 from training import tasks
 from training.models import TrainingRun
@@ -74,8 +75,8 @@ def test_bad_run_requests_are_400_and_queue_nothing(world, as_researcher, sent, 
 
 
 def test_a_csv_or_unfinished_export_cannot_be_trained_on(world, as_researcher, sent):
-    csv_export = exports.dataset_export_create(fmt="csv")
-    running = DatasetExport.objects.create(format="jsonl", format_version=exports.FORMAT, status="running")
+    csv_export = export_service.dataset_export_create(fmt="csv")
+    running = DatasetExport.objects.create(format="jsonl", format_version=dataset_format.FORMAT, status="running")
     for export_id in (csv_export.pk, running.pk):
         assert as_researcher.post("/api/v1/training-runs/", {"export": export_id}, format="json").status_code == 400
     assert TrainingRun.objects.count() == 0

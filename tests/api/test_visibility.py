@@ -9,7 +9,7 @@ from django.contrib.auth.models import Group
 
 from annotation import services
 from annotation.models import Annotator, Judgment
-from annotation.roles import RESEARCHER_GROUP
+from morale.roles import RESEARCHER_GROUP
 from modelloop.models import ModelVersion, Prediction
 from tests.factories import UserFactory
 from training import services as training_services
@@ -180,7 +180,7 @@ def test_a_researcher_who_leaves_the_group_is_no_longer_one(world):
 
 @pytest.mark.parametrize("staff", [True, False])
 def test_staff_outside_the_group_and_group_members_who_are_not_staff_are_not_researchers(world, staff):
-    """annotation.roles decides: staff users in the group "researcher" (and superusers)."""
+    """morale.roles decides: staff users in the group "researcher" (and superusers)."""
     user = UserFactory(is_staff=staff)
     if not staff:
         user.groups.add(Group.objects.get(name=RESEARCHER_GROUP))

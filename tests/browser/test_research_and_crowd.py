@@ -11,8 +11,8 @@ import re
 import pytest
 
 from annotation.models import Annotator, DatasetExport, Judgment
-from annotation.roles import researcher_make
-from tests.annotation.test_export import rate_page
+from morale.roles import researcher_make
+from tests.annotation.dataset.helpers import rate_page
 from tests.factories import AnnotatorFactory, UserFactory, make_context
 
 from .conftest import PHONE

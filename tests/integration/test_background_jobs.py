@@ -11,9 +11,11 @@ import zipfile
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 
-from annotation import exports, imports
+from annotation.dataset.export import service as export_service
+from annotation.dataset import format as dataset_format
+from annotation.dataset.importing import service as import_service
 from annotation.models import Context, DatasetExport, ImportBatch
-from tests.annotation.test_export import rated_context
+from tests.annotation.dataset.helpers import rated_context
 from tests.conftest import png_bytes
 
 from .conftest import wait_for
@@ -25,7 +27,7 @@ def test_a_worker_writes_a_queued_export_and_imports_a_queued_upload(start_worke
     proc, log = start_worker("-Q", "default")
     context = rated_context([[(4, "text"), (5, "both"), (4, "image")]], setting="a quiet library")[0]
 
-    export = exports.dataset_export_queue(fmt="jsonl")
+    export = export_service.dataset_export_queue(fmt="jsonl")
     wait_for(
         lambda: DatasetExport.objects.get(pk=export.pk).status != DatasetExport.Status.QUEUED
         and DatasetExport.objects.get(pk=export.pk).finished_at is not None,
@@ -34,13 +36,13 @@ def test_a_worker_writes_a_queued_export_and_imports_a_queued_upload(start_worke
     export.refresh_from_db()
     assert export.status == DatasetExport.Status.DONE, export.error
     assert export.progress_done == export.progress_total == 1
-    assert [line["context_id"] for line in exports.iter_export(export.file.path)] == [context.pk]
+    assert [line["context_id"] for line in dataset_format.iter_export(export.file.path)] == [context.pk]
 
     images = io.BytesIO()
     with zipfile.ZipFile(images, "w") as z:
         z.writestr("yard.png", png_bytes(color=(9, 8, 7)))
     data = "external_id,image_path,setting,scenario_text\ny1,yard.png,a back yard,watering the plants\n"
-    batch = imports.import_queue(
+    batch = import_service.import_queue(
         data_upload=SimpleUploadedFile("yard.csv", data.encode()),
         images_upload=SimpleUploadedFile("images.zip", images.getvalue()),
     )

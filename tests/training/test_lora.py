@@ -17,13 +17,13 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 
 from annotation import services as annotation_services
-from annotation.exports import split_for
-from annotation.models import Context
+from annotation.dataset.format import split_for
+from annotation.models import Context, Scenario
 from modelloop import services as modelloop_services
 from modelloop.models import ModelVersion
 from modelloop.scoring import ScoringInput
 from modelloop.scoring.hf_vlm import HFVLMBackbone, HFVLMHeadScorer, last_token_outputs, load_vlm
-from modelloop.scoring.tiny_vlms import build_tiny_vlm
+from modelloop.testing.tiny_vlms import build_tiny_vlm
 from training import services
 from training.lists import ImageList
 from training.lora import encode_triples, lora_scores, train_lora, vlm_features
@@ -233,7 +233,7 @@ def run_lora(vlm_path: Path, **config):
 
 def test_a_lora_run_registers_a_version_that_reloads_to_the_trained_scores(judged, tiny_qwen, monkeypatch):
     for sid, score in judged.items():  # the current model has it backwards
-        predict(annotation_services.Scenario.objects.get(pk=sid), 6 - score)
+        predict(Scenario.objects.get(pk=sid), 6 - score)
     trained = []
     real_train_lora = services.train_lora
     monkeypatch.setattr(services, "train_lora", lambda *a, **k: trained.append(real_train_lora(*a, **k)) or trained[-1])
@@ -284,7 +284,7 @@ def test_a_checkpoint_with_nan_weights_fails_the_run_at_the_first_loss(judged, t
 
 def test_a_missing_image_fails_the_run_naming_the_context(judged, tiny_qwen):
     baseline, versions = current_version(), ModelVersion.objects.count()
-    victim = annotation_services.Scenario.objects.order_by("id").first().context
+    victim = Scenario.objects.order_by("id").first().context
     victim.image.storage.delete(victim.image.name)
     run = run_lora(tiny_qwen)
     assert run.status == "failed" and f"context #{victim.pk}: image file not found" in run.error

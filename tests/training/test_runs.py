@@ -10,7 +10,8 @@ from django.core.management.base import CommandError
 from django.utils import timezone
 
 from annotation import services as annotation_services
-from annotation.exports import dataset_export_create
+from annotation.models import Scenario
+from annotation.dataset.export.service import dataset_export_create
 from modelloop.models import ModelVersion
 from training import services, tasks
 from training.models import TrainingRun
@@ -56,7 +57,7 @@ def run_training(**config):
 def test_a_run_trains_a_calibrated_head_and_promotes_it_over_a_worse_current_version(judged):
     baseline = current_version()
     for sid, text in judged.items():  # the current model has it backwards
-        predict(annotation_services.Scenario.objects.get(pk=sid), 1.5 if text.split(" ")[0] in ("helping", "comforting", "protecting") else 4.5)
+        predict(Scenario.objects.get(pk=sid), 1.5 if text.split(" ")[0] in ("helping", "comforting", "protecting") else 4.5)
     run = run_training()
     assert run.status == "succeeded", run.error
     assert run.promoted and "promoted over" in run.gate_reason
@@ -72,7 +73,7 @@ def test_a_worse_candidate_stays_a_candidate_with_the_reason(judged):
     baseline = current_version()
     for sid, text in judged.items():  # the current model is already perfect
         kind = text.split(" ")[0] in ("helping", "comforting", "protecting")
-        predict(annotation_services.Scenario.objects.get(pk=sid), 4.5 if kind else 1.5)
+        predict(Scenario.objects.get(pk=sid), 4.5 if kind else 1.5)
     run = run_training(epochs=1, lr=1e-5)  # barely trained: worse than perfect
     assert run.status == "succeeded", run.error
     assert not run.promoted and "not promoted" in run.gate_reason
@@ -96,7 +97,7 @@ def test_empty_export_fails_the_run_and_keeps_the_current_version():
 
 def test_missing_image_file_fails_the_run_with_its_name(judged):
     baseline = current_version()
-    victim = annotation_services.Scenario.objects.first().context
+    victim = Scenario.objects.first().context
     victim.image.storage.delete(victim.image.name)
     run = run_training()
     assert run.status == "failed" and "have no features" in run.error and "not found" in run.error.lower()

@@ -4,7 +4,7 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
 from annotation.models import Annotator
-from annotation.roles import researcher_make
+from morale.roles import researcher_make
 
 
 class Command(BaseCommand):

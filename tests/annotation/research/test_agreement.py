@@ -15,7 +15,7 @@ from collections import Counter, defaultdict
 import numpy as np
 import pytest
 
-from annotation import services_screening
+from annotation import services
 from annotation.models import ImportBatch
 from annotation.research import agreement
 from tests.annotation.research.builders import K2011, judge, k2011_matrix, rated, reconfirm, scenario_in, units_of
@@ -135,7 +135,7 @@ def test_table_uses_reconfirmed_answers_and_leaves_out_screened_annotators_and_c
     judge(b, scenario, 5, "image")
     judge(c, scenario, 1, "image")
     judge(a, canary, 1, "text")
-    services_screening.annotator_screen_out(c, by=None, reasons=["test"])
+    services.annotator_screen_out(c, by=None, reasons=["test"])
 
     table = agreement.judgment_table()
     assert table.scenario_ids.tolist() == [scenario.pk]

@@ -11,10 +11,10 @@ import pytest
 from django.core.cache import cache
 from django.urls import reverse
 
-from annotation import services, services_screening
+from annotation import services
 from annotation.models import Annotator, Judgment
 from annotation.research import agreement, dashboard
-from annotation.roles import researcher_make
+from morale.roles import researcher_make
 from modelloop.models import ModelVersion
 from tests.annotation.research.builders import K2011, judge, k2011_matrix, rated
 from tests.factories import AnnotatorFactory, UserFactory, make_context
@@ -181,7 +181,7 @@ def test_quality_page_lists_flagged_annotators_and_items_with_text_escaped(clien
     for rater, (a, b) in zip(raters, [(1, 4), (5, 4), (3, 5)]):
         judge(rater, nasty, a, "text")
         judge(rater, calm, b, "text")
-    services_screening.annotator_pause(raters[0], by=None, reasons=["away for a week"])
+    services.annotator_pause(raters[0], by=None, reasons=["away for a week"])
     html = researcher_client(client).get(reverse("annotation:quality")).content.decode()
     assert "<script>alert" not in html
     assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt; shove the child" in html

@@ -7,7 +7,7 @@ from unittest import mock
 
 import pytest
 
-from annotation import services, services_screening
+from annotation import services
 from annotation.research import process
 from modelloop.models import ModelVersion
 from tests.annotation.research.builders import judge, reconfirm, scenario_in
@@ -90,7 +90,7 @@ def test_collection_progress_against_targets(settings):
             )
             services.assignment_complete(annotator=annotator, assignment_id=assignment.pk)
             assignment = services.assignment_get_or_create(annotator=annotator)
-    services_screening.annotator_pause(annotators[2], by=None, reasons="away")
+    services.annotator_pause(annotators[2], by=None, reasons="away")
     result = process.collection_progress()
     assert result["scenarios"] == {"total": 5, "done": 5, "share": 1.0}
     assert result["contexts"] == {"total": 2, "done": 2, "share": 1.0}

@@ -1,6 +1,6 @@
 """Quality control (annotation.research.quality): per-annotator figures against independent
 computations (scipy's pearsonr, hand counts), flags, the automatic pause, the summary of the
-stored flags; screening and reinstating (annotation.services_screening), and what a
+stored flags; screening and reinstating (annotation.services.screening), and what a
 screening does to exports and to assignment."""
 
 import statistics
@@ -13,7 +13,9 @@ from django.urls import reverse
 from django.utils import timezone
 from scipy.stats import pearsonr
 
-from annotation import exports, services, services_screening, tasks
+from annotation import services, tasks
+from annotation.dataset.export import service as export_service
+from annotation.dataset import format as dataset_format
 from annotation.models import Annotator, AnnotatorScreening, Assignment, Judgment
 from annotation.research import quality
 from morale.periodic import PERIODIC_TASKS
@@ -112,7 +114,7 @@ def test_screened_out_annotators_are_not_other_raters_in_item_means():
     for annotator, row in zip(annotators, scores):
         for p, scenarios in enumerate(pages):
             rate_page(annotator, scenarios, row[4 * p : 4 * p + 4])
-    services_screening.annotator_screen_out(annotators[3], by=None, reasons=["test"])
+    services.annotator_screen_out(annotators[3], by=None, reasons=["test"])
     stats = quality.annotator_stats()
     # Each of the first three now has only two other raters: the other two of the first three.
     for i in range(3):
@@ -237,7 +239,7 @@ def test_reinstated_annotator_is_not_paused_again_for_old_canaries_but_is_for_ne
     quality.quality_refresh()
     annotator.refresh_from_db()
     assert annotator.status == Annotator.Status.PAUSED
-    services_screening.annotator_reinstate(annotator, by=researcher, note="talked to them; instructions were unclear")
+    services.annotator_reinstate(annotator, by=researcher, note="talked to them; instructions were unclear")
     assert quality.quality_refresh()["paused"] == []
     annotator.refresh_from_db()
     assert annotator.status == Annotator.Status.ACTIVE
@@ -253,13 +255,13 @@ def test_screen_out_and_reinstate_round_trip_with_history():
     annotator = AnnotatorFactory()
     Annotator.objects.filter(pk=annotator.pk).update(quality={"flags": [{"code": "constant", "message": "All 4s."}], "stats": {}})
     annotator.refresh_from_db()
-    row = services_screening.annotator_screen_out(annotator, by=researcher, reasons=None)  # confirms the current flags
+    row = services.annotator_screen_out(annotator, by=researcher, reasons=None)  # confirms the current flags
     assert row is not None and row.action == "screen_out" and row.decided_by == researcher
     assert row.reasons == [{"code": "constant", "message": "All 4s."}]
     annotator.refresh_from_db()
     assert annotator.status == Annotator.Status.SCREENED_OUT and annotator.status_reason == "All 4s."
 
-    back = services_screening.annotator_reinstate(annotator, by=researcher, note="appeal accepted")
+    back = services.annotator_reinstate(annotator, by=researcher, note="appeal accepted")
     annotator.refresh_from_db()
     assert back.action == "reinstate" and back.reasons == [{"code": "note", "message": "appeal accepted"}]
     assert annotator.status == Annotator.Status.ACTIVE and annotator.status_reason == "appeal accepted"
@@ -269,17 +271,17 @@ def test_screen_out_and_reinstate_round_trip_with_history():
 def test_status_changes_are_idempotent():
     researcher = UserFactory(is_staff=True)
     annotator = AnnotatorFactory()
-    assert services_screening.annotator_reinstate(annotator, by=researcher) is None  # active already
-    assert services_screening.annotator_screen_out(annotator, by=researcher, reasons="copy-pasted answers") is not None
-    assert services_screening.annotator_screen_out(annotator, by=researcher, reasons="again") is None
-    assert services_screening.annotator_pause(annotator, by=researcher, reasons="pause") is None  # screened is stronger
+    assert services.annotator_reinstate(annotator, by=researcher) is None  # active already
+    assert services.annotator_screen_out(annotator, by=researcher, reasons="copy-pasted answers") is not None
+    assert services.annotator_screen_out(annotator, by=researcher, reasons="again") is None
+    assert services.annotator_pause(annotator, by=researcher, reasons="pause") is None  # screened is stronger
     annotator.refresh_from_db()
     assert annotator.status == Annotator.Status.SCREENED_OUT and annotator.status_reason == "copy-pasted answers"
     assert AnnotatorScreening.objects.filter(annotator=annotator).count() == 1
     paused = AnnotatorFactory()
-    assert services_screening.annotator_pause(paused, by=None, reasons=["away"]) is not None
-    assert services_screening.annotator_pause(paused, by=None, reasons=["away"]) is None
-    assert services_screening.annotator_screen_out(paused, by=researcher, reasons=["confirmed"]) is not None  # paused -> screened
+    assert services.annotator_pause(paused, by=None, reasons=["away"]) is not None
+    assert services.annotator_pause(paused, by=None, reasons=["away"]) is None
+    assert services.annotator_screen_out(paused, by=researcher, reasons=["confirmed"]) is not None  # paused -> screened
     assert list(paused.screenings.order_by("id").values_list("action", flat=True)) == ["pause", "screen_out"]
 
 
@@ -288,15 +290,15 @@ def test_paused_or_screened_annotators_get_no_new_pages_and_their_open_page_is_f
     annotator = AnnotatorFactory()
     page = services.assignment_get_or_create(annotator=annotator)
     assert page is not None and page.status == Assignment.Status.ACTIVE
-    services_screening.annotator_pause(annotator, by=None, reasons="test")
+    services.annotator_pause(annotator, by=None, reasons="test")
     page.refresh_from_db()
     assert page.status == Assignment.Status.EXPIRED
     with pytest.raises(services.AnnotatorNotActive):
         services.assignment_get_or_create(annotator=annotator)
-    services_screening.annotator_screen_out(annotator, by=None, reasons="test")
+    services.annotator_screen_out(annotator, by=None, reasons="test")
     with pytest.raises(services.AnnotatorNotActive):
         services.assignment_get_or_create(annotator=annotator)
-    services_screening.annotator_reinstate(annotator, by=None)
+    services.annotator_reinstate(annotator, by=None)
     assert services.assignment_get_or_create(annotator=annotator) is not None
     assert len(scenarios) == 4
 
@@ -307,7 +309,7 @@ def test_inactive_annotators_see_the_no_work_page(client, action):
     annotator = AnnotatorFactory()
     client.force_login(annotator.user)
     assert client.get(reverse("annotation:next")).status_code == 302  # to their new page
-    getattr(services_screening, f"annotator_{action}")(annotator, by=None, reasons="test")
+    getattr(services, f"annotator_{action}")(annotator, by=None, reasons="test")
     response = client.get(reverse("annotation:next"))
     assert response.status_code == 403 and b"No work available" in response.content
 
@@ -317,15 +319,15 @@ def test_screened_annotators_judgments_stay_stored_and_are_left_out_of_exports()
     kept, screened = AnnotatorFactory(), AnnotatorFactory()
     rate_page(kept, scenarios, [4, 5])
     rate_page(screened, scenarios, [3, 4])  # within the sd limit of the export
-    services_screening.annotator_screen_out(screened, by=UserFactory(is_staff=True), reasons=["constant"])
+    services.annotator_screen_out(screened, by=UserFactory(is_staff=True), reasons=["constant"])
     assert Judgment.objects.filter(annotator=screened).count() == 2  # still stored
-    record = exports.dataset_export_create(fmt="jsonl")
-    lines = list(exports.iter_export(record.file.path))
+    record = export_service.dataset_export_create(fmt="jsonl")
+    lines = list(dataset_format.iter_export(record.file.path))
     ids = {j["annotator_id"] for line in lines for s in line["scenarios"] for j in s["judgments"]}
     assert ids == {str(kept.public_id)}
     assert record.counts["dropped"]["screened_judgments"] == 2
-    services_screening.annotator_reinstate(screened, by=None, note="")
-    record = exports.dataset_export_create(fmt="jsonl")
+    services.annotator_reinstate(screened, by=None, note="")
+    record = export_service.dataset_export_create(fmt="jsonl")
     assert record.counts["dropped"]["screened_judgments"] == 0 and record.counts["judgments"] == 4
 
 

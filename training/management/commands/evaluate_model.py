@@ -5,7 +5,7 @@ import math
 
 from django.core.management.base import BaseCommand, CommandError
 
-from annotation.exports import dataset_export_create
+from annotation.dataset.export.service import dataset_export_create
 from modelloop import selectors as modelloop_selectors
 from modelloop.scoring.offline import EfficientNetMiniLMBackbone
 from training.data import lists_from_export

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from django.db import transaction
 
-from .models import Annotator, AnnotatorScreening, Assignment
+from ..models import Annotator, AnnotatorScreening, Assignment
 
 _Action, _Status = AnnotatorScreening.Action, Annotator.Status
 
