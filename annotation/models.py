@@ -3,6 +3,8 @@
 The database itself refuses bad rows (CHECK and UNIQUE constraints below), and judgment
 rows are append-only: a database trigger (migration 0002) refuses every UPDATE.
 Business logic lives in ``annotation.services``; these classes only describe data.
+One module on purpose (about 450 lines): Django looks for an app's models here, and the
+constraints of rows that refer to each other read best side by side.
 """
 
 import uuid
