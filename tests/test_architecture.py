@@ -142,7 +142,7 @@ def test_the_checker_refuses_a_forbidden_import():
     samples = {
         "training/services.py": "from annotation.models import Judgment\n",
         "modelloop/services/queue.py": "from annotation import services\n",
-        "annotation/views.py": "from training.models import TrainingRun\nfrom modelloop.models import Prediction\n",
+        "annotation/views/rating.py": "from training.models import TrainingRun\nfrom modelloop.models import Prediction\n",
         "annotation/dataset/format.py": "from annotation.models import Context\n",
         "morale/api/permissions.py": "from annotation.api.audience import for_researcher\n",
         "annotation/services/content.py": "def f():\n    from modelloop import services\n",

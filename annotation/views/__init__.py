@@ -1,0 +1,27 @@
+"""The annotator's pages, one module per step: onboarding (consent), rating, checks,
+entry (crowd entry, log-in, signup, finish); ``common`` holds the annotator gate.
+
+Thin views: parse the form (``annotation.forms``), call one service or selector, render.
+Every page works without JavaScript; frontend/static/morale/keys.js only adds keyboard
+shortcuts. Imported by ``annotation.urls`` and ``morale.urls``.
+"""
+
+from .checks import check, late_checks
+from .entry import LoginView, crowd_entry, finish, signup
+from .onboarding import consent, start
+from .rating import add_scenario, next_page, rate, review
+
+__all__ = [
+    "LoginView",
+    "add_scenario",
+    "check",
+    "consent",
+    "crowd_entry",
+    "finish",
+    "late_checks",
+    "next_page",
+    "rate",
+    "review",
+    "signup",
+    "start",
+]

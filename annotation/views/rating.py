@@ -1,0 +1,147 @@
+"""Rating a page: the next page, the rating form, the step after it, the add-scenario prompt."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+from django.conf import settings
+from django.contrib import messages
+from django.core.exceptions import ValidationError
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_http_methods
+
+from .. import forms, selectors, services
+from ..forms import MODALITY_HELP, SCORE_LABELS
+from ..models import Assignment
+from .common import annotator_required, assignment_or_404
+
+
+@annotator_required
+def next_page(request: HttpRequest) -> HttpResponse:
+    if selectors.late_checks_for(annotator=request.annotator):
+        return redirect("annotation:late_checks")
+    try:
+        assignment = services.assignment_get_or_create(annotator=request.annotator)
+    except services.AnnotatorNotActive:
+        return render(request, "annotation/not_active.html", {"annotator": request.annotator}, status=403)
+    except services.StudyFull:
+        # 503 + Retry-After: a busy study, not an error of the participant's.
+        response = render(request, "annotation/study_full.html", status=503)
+        response["Retry-After"] = "60"
+        return response
+    if assignment is None:
+        return redirect("annotation:finish")
+    if assignment.status == Assignment.Status.SUBMITTED:
+        return redirect("annotation:review", assignment_id=assignment.pk)
+    return redirect("annotation:rate", assignment_id=assignment.pk)
+
+
+def _render_rating(request, assignment, *, posted=None, status=200, expired=False, gone=False, error=None):
+    progress = selectors.annotator_progress(annotator=request.annotator)
+    return render(
+        request,
+        "annotation/rate.html",
+        {
+            "assignment": assignment,
+            "context": assignment.context,
+            "rows": forms.rating_rows(assignment, posted),
+            "score_labels": SCORE_LABELS,
+            "modality_help": MODALITY_HELP,
+            "page_token": (posted or {}).get("page_token") or uuid.uuid4(),
+            "rendered_at": (posted or {}).get("rendered_at") or f"{time.time():.3f}",
+            "progress": progress,
+            "expired": expired,
+            "gone": gone,
+            "error": error,
+        },
+        status=status,
+    )
+
+
+@annotator_required
+@require_http_methods(["GET", "POST"])
+def rate(request: HttpRequest, assignment_id: int) -> HttpResponse:
+    assignment = assignment_or_404(request, assignment_id)
+    if assignment.status in (Assignment.Status.SUBMITTED, Assignment.Status.COMPLETED) and request.method == "GET":
+        return redirect("annotation:review", assignment_id=assignment.pk)
+    if request.method == "GET":
+        if assignment.status == Assignment.Status.EXPIRED:
+            return _render_rating(request, assignment, status=409, expired=True)
+        return _render_rating(request, assignment)
+
+    posted = request.POST.dict()
+    ratings, errors = forms.ratings_from_post(assignment, posted)
+    if errors:
+        return _render_rating(
+            request, assignment, posted=posted, status=400, error="Some answers are missing; they are marked below."
+        )
+    n = max(1, len(ratings))
+    seconds = forms.seconds_since(request.POST)
+    try:
+        services.assignment_submit_ratings(
+            annotator=request.annotator,
+            assignment_id=assignment.pk,
+            ratings=ratings,
+            page_token=forms.page_token(request.POST),
+            seconds_spent=seconds / n if seconds is not None else None,
+            renew_expired=posted.get("renew") == "1",
+        )
+    except services.AssignmentExpired:
+        return _render_rating(request, assignment, posted=posted, status=409, expired=True)
+    except services.AssignmentNoLongerAvailable:
+        return _render_rating(request, assignment, posted=posted, status=409, gone=True)
+    except ValidationError as exc:
+        return _render_rating(request, assignment, posted=posted, status=400, error=" ".join(exc.messages))
+    return redirect("annotation:review", assignment_id=assignment.pk)
+
+
+@annotator_required
+def review(request: HttpRequest, assignment_id: int) -> HttpResponse:
+    """Decide the step after rating; while model scores are missing, poll (meta refresh)."""
+    assignment = assignment_or_404(request, assignment_id)
+    step = selectors.assignment_next_step(assignment=assignment)
+    if step.name == "rate":
+        return redirect("annotation:rate", assignment_id=assignment.pk)
+    if step.name == "check":
+        return redirect("annotation:check", assignment_id=assignment.pk)
+    if step.name == "add":
+        return redirect("annotation:add", assignment_id=assignment.pk)
+    if step.name == "wait":
+        return render(request, "annotation/waiting.html", {"assignment": assignment, "context": assignment.context})
+    services.assignment_complete(annotator=request.annotator, assignment_id=assignment.pk)
+    return redirect("annotation:next")
+
+
+@annotator_required
+@require_http_methods(["GET", "POST"])
+def add_scenario(request: HttpRequest, assignment_id: int) -> HttpResponse:
+    assignment = assignment_or_404(request, assignment_id)
+    if assignment.status != Assignment.Status.SUBMITTED:
+        return redirect("annotation:review", assignment_id=assignment.pk)
+    error, text = None, ""
+    if request.method == "POST":
+        if request.POST.get("action") == "skip":
+            services.assignment_complete(annotator=request.annotator, assignment_id=assignment.pk)
+            return redirect("annotation:next")
+        text = request.POST.get("text", "")
+        try:
+            services.scenario_add_by_annotator(annotator=request.annotator, assignment_id=assignment.pk, text=text)
+        except ValidationError as exc:
+            error = " ".join(exc.messages)
+        else:
+            messages.success(request, "Thank you: your scenario joins the pool for other annotators.")
+            return redirect("annotation:next")
+    return render(
+        request,
+        "annotation/add.html",
+        {
+            "assignment": assignment,
+            "context": assignment.context,
+            "error": error,
+            "text": text,
+            "max_chars": settings.MORALE_SCENARIO_MAX_CHARS,
+        },
+        status=400 if error else 200,
+    )
