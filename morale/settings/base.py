@@ -284,6 +284,28 @@ MORALE_COMPLETION_CODE = env.str("MORALE_COMPLETION_CODE", default="")
 MORALE_MAX_CONCURRENT_ANNOTATORS = env.int("MORALE_MAX_CONCURRENT_ANNOTATORS", default=0)
 # Whether /accounts/signup/ lets anyone create an annotator account.
 MORALE_SELF_SIGNUP = env.bool("MORALE_SELF_SIGNUP", default=False)
+# Creating crowd participants is rate-limited, "N/period" with period s, m, h or d (e.g.
+# "10/h", "100/10m"; "0/h" or empty: no limit): per client address (IPv6: per /64) ...
+MORALE_CROWD_NEW_PER_ADDRESS = env.str("MORALE_CROWD_NEW_PER_ADDRESS", default="10/h")
+# ... and for the whole study (every participant this deployment creates). Re-entry of a
+# participant who exists already is never limited.
+MORALE_CROWD_NEW_PER_STUDY = env.str("MORALE_CROWD_NEW_PER_STUDY", default="60/m")
+# A crowd participant's first page holds its slots for this long only, until it is
+# submitted (later pages: MORALE_ASSIGNMENT_TTL_MINUTES) ...
+MORALE_FIRST_PAGE_TTL_MINUTES = env.int("MORALE_FIRST_PAGE_TTL_MINUTES", default=5)
+# ... and at most this many crowd participants who have not submitted a page yet may hold
+# a page at once; more newcomers get the "study is full" page (0: no cap).
+MORALE_MAX_UNTOUCHED_PARTICIPANTS = env.int("MORALE_MAX_UNTOUCHED_PARTICIPANTS", default=20)
+# The finish page shows a completion code only once this many pages are completed, or
+# when nothing is left for the annotator to rate (0: at once).
+MORALE_COMPLETION_MIN_PAGES = env.int("MORALE_COMPLETION_MIN_PAGES", default=1)
+
+# --- Client address (morale/client_ip.py: crowd entry limits, log-in lockouts) -----------
+# Behind a proxy: the header it sets to the client's address (e.g. "X-Forwarded-For" or
+# "X-Real-IP"). Empty: REMOTE_ADDR. No other header is ever believed.
+MORALE_CLIENT_IP_HEADER = env.str("MORALE_CLIENT_IP_HEADER", default="")
+# Proxies that append to that header: the client is this many entries from the right.
+MORALE_TRUSTED_PROXY_COUNT = env.int("MORALE_TRUSTED_PROXY_COUNT", default=1)
 
 # --- REST API (annotation/api/, modelloop/api.py, training/api.py; morale/api/urls.py) ------
 # Token first: an anonymous request is answered 401 with "WWW-Authenticate: Token". Session
