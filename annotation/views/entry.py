@@ -93,6 +93,17 @@ def crowd_entry(request: HttpRequest) -> HttpResponse:
     return redirect("annotation:start")
 
 
+def login_locked_out(request: HttpRequest, original_response=None, credentials=None) -> HttpResponse:
+    """django-axes' lockout page (``AXES_LOCKOUT_CALLABLE``), for the site's and the admin's
+    log-in: says why and for how long, HTTP 429 with Retry-After."""
+    seconds = int(settings.AXES_COOLOFF_TIME.total_seconds())
+    response = render(
+        request, "registration/locked_out.html", {"minutes": max(1, round(seconds / 60))}, status=429
+    )
+    response["Retry-After"] = str(seconds)
+    return response
+
+
 class LoginView(auth_views.LoginView):
     """Django's login page; links to the sign-up page when self-signup is on."""
 

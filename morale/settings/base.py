@@ -8,6 +8,7 @@ folder: a SQLite file, a filesystem Celery broker and media files. ``DATABASE_UR
 files or folders. The README lists every setting.
 """
 
+from datetime import timedelta
 from pathlib import Path
 
 import environ
@@ -40,6 +41,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",  # Swagger UI and Redoc files, served by whitenoise (no CDN)
     "django_celery_beat",
+    "axes",  # log-in throttling: failed attempts and lockouts (see "Log-in throttling" below)
     "annotation",
     "modelloop",
     "training",
@@ -55,6 +57,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes asks: turns a locked-out log-in into the lockout page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "morale.urls"
@@ -101,6 +105,11 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+]
+# django-axes first: it refuses a locked-out log-in before the password is even checked.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
 ]
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "annotation:start"
@@ -306,6 +315,34 @@ MORALE_COMPLETION_MIN_PAGES = env.int("MORALE_COMPLETION_MIN_PAGES", default=1)
 MORALE_CLIENT_IP_HEADER = env.str("MORALE_CLIENT_IP_HEADER", default="")
 # Proxies that append to that header: the client is this many entries from the right.
 MORALE_TRUSTED_PROXY_COUNT = env.int("MORALE_TRUSTED_PROXY_COUNT", default=1)
+
+# --- Log-in throttling (django-axes; the site's log-in and the admin's) -------------------
+# After this many failed log-ins (counted per MORALE_LOGIN_LOCKOUT_PARAMETERS) ...
+AXES_FAILURE_LIMIT = env.int("MORALE_LOGIN_FAILURE_LIMIT", default=5)
+# ... log-in is refused for this long (each further failure starts it again), with a page
+# that says so (HTTP 429 + Retry-After). A successful log-in clears the count.
+AXES_COOLOFF_TIME = timedelta(minutes=env.int("MORALE_LOGIN_COOLOFF_MINUTES", default=15))
+
+
+def axes_lockout_parameters(items: list[str]) -> list:
+    """["username+ip_address", "ip_address"] -> [["username", "ip_address"], "ip_address"] (axes' form)."""
+    return [item.split("+") if "+" in item else item for item in (i.strip() for i in items) if item]
+
+
+# What is counted: comma-separated alternatives, "+" combines, from username, ip_address,
+# user_agent. "username+ip_address" locks one account from one address, so nobody can lock
+# a researcher out from elsewhere; add ",ip_address" to also stop one address trying many
+# usernames, or ",username" to stop guessing from many addresses (which lets anyone who
+# knows a username lock it).
+AXES_LOCKOUT_PARAMETERS = axes_lockout_parameters(
+    env.list("MORALE_LOGIN_LOCKOUT_PARAMETERS", default=["username+ip_address"])
+)
+AXES_RESET_ON_SUCCESS = True
+# One row per successful log-in (user, address, user agent), shown in the admin. Off:
+# crowd participants log in on every entry, and an address is personal data.
+AXES_DISABLE_ACCESS_LOG = not env.bool("MORALE_LOGIN_ACCESS_LOG", default=False)
+AXES_CLIENT_IP_CALLABLE = "morale.client_ip.client_address"
+AXES_LOCKOUT_CALLABLE = "annotation.views.entry.login_locked_out"
 
 # --- REST API (annotation/api/, modelloop/api.py, training/api.py; morale/api/urls.py) ------
 # Token first: an anonymous request is answered 401 with "WWW-Authenticate: Token". Session
