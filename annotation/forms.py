@@ -1,5 +1,6 @@
 """What the annotator pages read from a POST: ratings, grounding-check answers, the page
-token, and the self-signup form (the time spent is measured on the server, never read here). Parsing only: the rules live in the services.
+token, and the self-signup form. Parsing only: the rules live in the services. The time
+spent on a page is measured on the server (``services.judgments``), never read from a POST.
 
 Imported by ``annotation.views`` only. The pages are plain HTML forms (names like
 ``score-<scenario id>``), so these are functions over ``request.POST`` rather than Form classes.

@@ -105,7 +105,7 @@ def assignment_submit_ratings(
                 raise AssignmentExpired()
             assignment_renew(assignment=assignment, items=items, now=now)
 
-        seconds_spent = _seconds_between(assignment.rendered_at or assignment.created_at, now) / len(checked)
+        seconds_spent = _seconds_between(assignment.rendered_at or assignment.created_at, now) / max(1, len(checked))
         shown = modelloop_selectors.scores_shown(scenario_ids=given_ids)
         version = shown.version
         missing = [sid for sid in given_ids if shown.pending(sid)]

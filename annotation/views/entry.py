@@ -1,4 +1,4 @@
-"""Coming in and leaving: crowd-platform entry, log-in, self-signup, the finish page."""
+"""Coming in and leaving: crowd-platform entry, log-in (and its lockout page), self-signup, the finish page."""
 
 from __future__ import annotations
 
