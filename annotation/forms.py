@@ -1,5 +1,6 @@
-"""What the annotator pages read from a POST: ratings, grounding-check answers, page token and
-timing, and the self-signup form. Parsing only: the rules live in the services.
+"""What the annotator pages read from a POST: ratings, grounding-check answers, the page
+token, and the self-signup form. Parsing only: the rules live in the services. The time
+spent on a page is measured on the server (``services.judgments``), never read from a POST.
 
 Imported by ``annotation.views`` only. The pages are plain HTML forms (names like
 ``score-<scenario id>``), so these are functions over ``request.POST`` rather than Form classes.
@@ -7,7 +8,6 @@ Imported by ``annotation.views`` only. The pages are plain HTML forms (names lik
 
 from __future__ import annotations
 
-import time
 import uuid
 
 from django.contrib.auth.forms import UserCreationForm
@@ -37,16 +37,6 @@ def page_token(post) -> uuid.UUID:
         return uuid.UUID(post.get("page_token", ""))
     except ValueError:
         raise ValidationError("The form is missing its token; please reload the page.") from None
-
-
-def seconds_since(post, field: str = "rendered_at") -> float | None:
-    """Seconds since the page was rendered, or None when the field is missing or implausible."""
-    try:
-        started = float(post.get(field, ""))
-    except ValueError:
-        return None
-    elapsed = time.time() - started
-    return elapsed if 0 <= elapsed < 24 * 3600 else None
 
 
 # --- the rating page -----------------------------------------------------------------------

@@ -151,6 +151,12 @@ class Annotator(models.Model):
     # Crowd platforms: the participant id the entry URL carried (?PROLIFIC_PID= / ?workerId=).
     platform = models.CharField(max_length=16, choices=Platform.choices, default=Platform.LOCAL)
     platform_participant_id = models.CharField(max_length=128, blank=True, default="")
+    # The platform's session id of the first entry that carried one (Prolific's SESSION_ID,
+    # MTurk's assignmentId); a later entry must carry the same (annotation.crowd).
+    platform_session_id = models.CharField(max_length=64, blank=True, default="")
+    # Crowd participants: a keyed hash of the client address they were created from, so
+    # creations per address can be counted (rate limit) without storing the address.
+    entry_address = models.CharField(max_length=32, blank=True, default="")
     # Latest automatic quality screening (annotation.research.quality): {"flags": [...], "stats": {...}}.
     # Flags only suggest; a researcher confirms a screening, which changes ``status``.
     quality = models.JSONField(default=dict, blank=True)
@@ -176,6 +182,11 @@ class Annotator(models.Model):
                 | (~Q(consent_version="") & Q(consented_at__isnull=False)),
                 name="annotator_consent_version_with_time",
             ),
+        ]
+        # The crowd entry's rate limits count recent creations per address and per platform.
+        indexes = [
+            models.Index(fields=["entry_address", "created_at"]),
+            models.Index(fields=["platform", "created_at"]),
         ]
 
     def __str__(self) -> str:
@@ -279,6 +290,12 @@ class Assignment(models.Model):
     expires_at = models.DateTimeField()
     submitted_at = models.DateTimeField(null=True, blank=True)
     completed_at = models.DateTimeField(null=True, blank=True)
+    # When the rating page was first shown (server clock): the judgments' seconds_spent
+    # counts from here, never from anything the browser sends.
+    rendered_at = models.DateTimeField(null=True, blank=True)
+    # A crowd participant's first page: it holds its slots for MORALE_FIRST_PAGE_TTL_MINUTES
+    # only and counts against MORALE_MAX_UNTOUCHED_PARTICIPANTS while unsubmitted.
+    is_first_page = models.BooleanField(default=False)
 
     class Meta:
         ordering = ["-id"]
@@ -304,6 +321,9 @@ class AssignmentItem(models.Model):
     assignment = models.ForeignKey(Assignment, on_delete=models.CASCADE, related_name="items")
     scenario = models.ForeignKey(Scenario, on_delete=models.PROTECT, related_name="assignment_items")
     position = models.PositiveSmallIntegerField()
+    # When the grounding check of this scenario was first shown (server clock): the
+    # reconfirmed judgment's seconds_spent counts from here.
+    check_shown_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["assignment", "position"]

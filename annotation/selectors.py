@@ -171,6 +171,12 @@ def annotators_working_now(*, now=None) -> int:
     ).count()
 
 
+def untouched_participants_holding(*, now=None) -> int:
+    """Crowd participants holding a first page they have not submitted yet (one open page each)."""
+    now = now or timezone.now()
+    return Assignment.objects.filter(status=Assignment.Status.ACTIVE, expires_at__gt=now, is_first_page=True).count()
+
+
 def annotator_reconfirmed_count(*, annotator: Annotator) -> int:
     """How many grounding checks the annotator has answered (the finish page thanks them)."""
     return Judgment.objects.filter(annotator=annotator, phase=Judgment.Phase.RECONFIRMED).count()

@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 FIRST_PARTY = ("annotation", "modelloop", "training", "morale", "frontend")
 MORALE_SHARED = (
     "morale.api.permissions", "morale.api.pagination", "morale.api.filters", "morale.broker",
-    "morale.errors", "morale.jobs", "morale.roles", "morale.settings",
+    "morale.client_ip", "morale.errors", "morale.jobs", "morale.roles", "morale.settings",
 )
 # Function-level imports of another package that are there on purpose, with the reason.
 LAZY_ALLOWED = {

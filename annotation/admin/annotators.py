@@ -58,7 +58,7 @@ class AnnotatorAdmin(admin.ModelAdmin):
     list_select_related = ["user"]
     list_per_page = 50
     fields = readonly_fields = [
-        "user", "public_id", "platform", "platform_participant_id", "completion_code", "status", "status_reason",
+        "user", "public_id", "platform", "platform_participant_id", "platform_session_id", "completion_code", "status", "status_reason",
         "flags", "quality", "quality_checked_at", "consent_version", "consented_at", "created_at",
     ]
     inlines = [ScreeningInline]

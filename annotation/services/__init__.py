@@ -29,7 +29,15 @@ from .content import (
     scenario_text_clean,
     scenarios_set_retired,
 )
-from .judgments import RatingInput, assignment_submit_ratings, judgment_reconfirm, judgment_token, rating_check
+from .judgments import (
+    RatingInput,
+    assignment_mark_rendered,
+    assignment_submit_ratings,
+    checks_mark_shown,
+    judgment_reconfirm,
+    judgment_token,
+    rating_check,
+)
 from .screening import annotator_pause, annotator_reinstate, annotator_screen_out
 
 __all__ = [
@@ -48,10 +56,12 @@ __all__ = [
     "annotator_record_consent",
     "assignment_complete",
     "assignment_get_or_create",
+    "assignment_mark_rendered",
     "assignment_open_for",
     "assignment_renew",
     "assignment_submit_ratings",
     "assignments_expire",
+    "checks_mark_shown",
     "context_build",
     "context_create",
     "context_update",

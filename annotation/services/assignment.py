@@ -17,7 +17,7 @@ from django.db.models import Count, Exists, OuterRef, Q
 from django.utils import timezone
 
 from ..models import Annotator, Assignment, AssignmentItem, Context, Judgment, Scenario
-from ..selectors import annotators_working_now, open_scenarios_for
+from ..selectors import annotators_working_now, open_scenarios_for, untouched_participants_holding
 
 
 # --- errors the views turn into messages ---------------------------------------------------
@@ -34,7 +34,8 @@ class AnnotatorNotActive(Exception):
 
 
 class StudyFull(Exception):
-    """MORALE_MAX_CONCURRENT_ANNOTATORS annotators hold a page already; come back later."""
+    """MORALE_MAX_CONCURRENT_ANNOTATORS annotators hold a page already (or, for a newcomer,
+    MORALE_MAX_UNTOUCHED_PARTICIPANTS newcomers hold a first page); come back later."""
 
 
 # --- slots ---------------------------------------------------------------------------------
@@ -76,7 +77,8 @@ def assignment_get_or_create(*, annotator: Annotator, now=None, rng: random.Rand
     """The annotator's open page, or a new one on the least-judged context with open slots.
 
     Returns None when nothing is left for this annotator. An active page that has expired
-    is marked expired first (its slots went back to the pool when it expired).
+    is marked expired first (its slots went back to the pool when it expired). Raises
+    StudyFull over the caps, AnnotatorNotActive for a paused or screened-out annotator.
     """
     now = now or timezone.now()
     rng = rng or random.Random()
@@ -95,6 +97,11 @@ def assignment_get_or_create(*, annotator: Annotator, now=None, rng: random.Rand
     # A soft cap (checked, not locked): two annotators arriving together may both pass it.
     if cap and annotators_working_now(now=now) >= cap:
         raise StudyFull(f"{cap} annotators are working right now")
+    first_page = _is_untouched_participant(annotator)
+    untouched_cap = settings.MORALE_MAX_UNTOUCHED_PARTICIPANTS
+    # Soft in the same way; what gets past it together is bounded by the server's concurrency.
+    if first_page and untouched_cap and untouched_participants_holding(now=now) >= untouched_cap:
+        raise StudyFull(f"{untouched_cap} new participants hold a first page right now")
 
     per_page = settings.MORALE_SCENARIOS_PER_PAGE
     capacity = settings.MORALE_JUDGMENTS_PER_SCENARIO
@@ -112,15 +119,27 @@ def assignment_get_or_create(*, annotator: Annotator, now=None, rng: random.Rand
             return None
         for context_id in candidate_ids:
             assignment = _assignment_claim(
-                annotator=annotator, context_id=context_id, now=now, rng=rng, per_page=per_page, capacity=capacity
+                annotator=annotator, context_id=context_id, now=now, rng=rng, per_page=per_page, capacity=capacity,
+                first_page=first_page,
             )
             if assignment is not None:
                 return assignment
         excluded_contexts.update(candidate_ids)
 
 
-def _assignment_claim(*, annotator, context_id, now, rng, per_page, capacity) -> Assignment | None:
-    """Try to claim up to `per_page` open scenarios of one context; None if none are left."""
+def _is_untouched_participant(annotator: Annotator) -> bool:
+    """A crowd participant who has not submitted a page yet: their page is a first page."""
+    if annotator.platform == Annotator.Platform.LOCAL:
+        return False  # accounts the research team made (or self-signup) are not crowd entries
+    return not Assignment.objects.filter(annotator=annotator, submitted_at__isnull=False).exists()
+
+
+def _assignment_claim(*, annotator, context_id, now, rng, per_page, capacity, first_page=False) -> Assignment | None:
+    """Try to claim up to `per_page` open scenarios of one context; None if none are left.
+
+    A first page (``_is_untouched_participant``) holds its slots for
+    MORALE_FIRST_PAGE_TTL_MINUTES, so a participant who opens it and leaves frees them soon.
+    """
     try:
         with transaction.atomic():
             # Lock the candidate rows in id order (every writer of scenario rows locks in
@@ -145,10 +164,12 @@ def _assignment_claim(*, annotator, context_id, now, rng, per_page, capacity) ->
             if canary is not None:
                 chosen = chosen[: per_page - 1] + [canary]
             rng.shuffle(chosen)  # scenarios appear in random order on the page
+            ttl = settings.MORALE_FIRST_PAGE_TTL_MINUTES if first_page else settings.MORALE_ASSIGNMENT_TTL_MINUTES
             assignment = Assignment.objects.create(
                 annotator=annotator,
                 context_id=context_id,
-                expires_at=now + timedelta(minutes=settings.MORALE_ASSIGNMENT_TTL_MINUTES),
+                expires_at=now + timedelta(minutes=ttl),
+                is_first_page=first_page,
             )
             AssignmentItem.objects.bulk_create(
                 AssignmentItem(assignment=assignment, scenario_id=sid, position=i) for i, sid in enumerate(chosen)

@@ -11,13 +11,13 @@ from dataclasses import dataclass
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.db.models import F
+from django.db.models import Exists, F, OuterRef
 from django.utils import timezone
 
 from modelloop import selectors as modelloop_selectors
 from modelloop import services as modelloop_services
 
-from ..models import Annotator, Assignment, Context, Judgment, Scenario
+from ..models import Annotator, Assignment, AssignmentItem, Context, Judgment, Scenario
 from .assignment import AssignmentExpired, assignment_renew
 
 
@@ -68,7 +68,6 @@ def assignment_submit_ratings(
     assignment_id: int,
     ratings: list[RatingInput],
     page_token: uuid.UUID,
-    seconds_spent: float | None = None,
     renew_expired: bool = False,
     now=None,
 ) -> list[Judgment]:
@@ -76,14 +75,15 @@ def assignment_submit_ratings(
 
     Each judgment records the current model's score and the delta at this moment; where a
     score is missing, scoring is queued and the check is shown when it arrives. A repeated
-    submit of the same page (same page token) returns the stored judgments.
+    submit of the same page (same page token) returns the stored judgments. Each judgment's
+    ``seconds_spent`` is the page's time on the server clock, from its first render
+    (``assignment_mark_rendered``; a page never rendered counts from its creation), shared
+    equally among its scenarios.
     Raises Assignment.DoesNotExist for someone else's page, AssignmentExpired /
     AssignmentNoLongerAvailable for a page past its time, ValidationError for bad ratings.
     """
     now = now or timezone.now()
     checked = [RatingInput(r.scenario_id, *rating_check(score=r.score, modality=r.modality)) for r in ratings]
-    if seconds_spent is not None and seconds_spent < 0:
-        seconds_spent = None
     tokens = {r.scenario_id: judgment_token(page_token, f"initial-{r.scenario_id}") for r in checked}
 
     with transaction.atomic():
@@ -105,6 +105,7 @@ def assignment_submit_ratings(
                 raise AssignmentExpired()
             assignment_renew(assignment=assignment, items=items, now=now)
 
+        seconds_spent = _seconds_between(assignment.rendered_at or assignment.created_at, now) / max(1, len(checked))
         shown = modelloop_selectors.scores_shown(scenario_ids=given_ids)
         version = shown.version
         missing = [sid for sid in given_ids if shown.pending(sid)]
@@ -153,13 +154,17 @@ def judgment_reconfirm(
     score,
     modality,
     page_token: uuid.UUID,
-    seconds_spent: float | None = None,
+    checks_on_page: int = 1,
+    now=None,
 ) -> Judgment:
     """Store the answer to a grounding check as a new reconfirmed judgment (the first stays).
 
     Records the model score the annotator was shown. Idempotent per judgment: a second
-    answer to the same check returns the first one.
+    answer to the same check returns the first one. ``seconds_spent`` is the time since the
+    check was first shown (``checks_mark_shown``, server clock), shared among the
+    ``checks_on_page`` checks answered together; 0 for a check that was never shown.
     """
+    now = now or timezone.now()
     score, modality = rating_check(score=score, modality=modality)
     with transaction.atomic():
         initial = (
@@ -176,6 +181,12 @@ def judgment_reconfirm(
             current = modelloop_selectors.scores_shown(scenario_ids=[initial.scenario_id])
             shown = current.score(initial.scenario_id)
             shown_version = current.version if shown is not None else None
+        shown_at = (
+            AssignmentItem.objects.filter(assignment_id=initial.assignment_id, scenario_id=initial.scenario_id)
+            .values_list("check_shown_at", flat=True)
+            .first()
+        )
+        seconds_spent = _seconds_between(shown_at or now, now) / max(1, checks_on_page)
         judgment = Judgment(
             annotator=annotator,
             scenario=initial.scenario,
@@ -188,9 +199,34 @@ def judgment_reconfirm(
             model_score=shown,
             delta=abs(score - shown) if shown is not None else None,
             canary_passed=initial.scenario.canary_accepts(score) if initial.scenario.is_canary else None,
-            seconds_spent=seconds_spent if seconds_spent is None or seconds_spent >= 0 else None,
+            seconds_spent=seconds_spent,
             client_token=judgment_token(page_token, f"check-{initial.pk}"),
         )
         judgment.full_clean(exclude=_JUDGMENT_FK_FIELDS, validate_unique=False, validate_constraints=False)
         judgment.save()
         return judgment
+
+
+# --- when pages were shown: the server's clock for seconds_spent ---------------------------
+def _seconds_between(start, end) -> float:
+    return max(0.0, (end - start).total_seconds())
+
+
+def assignment_mark_rendered(*, assignment: Assignment, now=None) -> None:
+    """Record when the rating page was first shown (later renders keep the first time)."""
+    now = now or timezone.now()
+    if assignment.rendered_at is None:
+        Assignment.objects.filter(pk=assignment.pk, rendered_at__isnull=True).update(rendered_at=now)
+
+
+def checks_mark_shown(*, annotator: Annotator, judgment_ids: list[int], now=None) -> None:
+    """Record when the grounding checks of these initial judgments (the annotator's own)
+    were first shown, on their pages' items; later renders keep the first time."""
+    now = now or timezone.now()
+    judged = Judgment.objects.filter(
+        pk__in=judgment_ids,
+        annotator=annotator,
+        assignment_id=OuterRef("assignment_id"),
+        scenario_id=OuterRef("scenario_id"),
+    )
+    AssignmentItem.objects.filter(Exists(judged), check_shown_at__isnull=True).update(check_shown_at=now)

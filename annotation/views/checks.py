@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 import uuid
 
 from django.conf import settings
@@ -18,6 +17,8 @@ from .common import annotator_required, assignment_or_404
 
 
 def _check_form(request, items, *, status=200, errors=None, page_error=None, heading_context=None):
+    # seconds_spent counts from the first time each check was shown.
+    services.checks_mark_shown(annotator=request.annotator, judgment_ids=[i.judgment.pk for i in items])
     return render(
         request,
         "annotation/check.html",
@@ -26,7 +27,6 @@ def _check_form(request, items, *, status=200, errors=None, page_error=None, hea
             "score_labels": SCORE_LABELS,
             "modality_help": MODALITY_HELP,
             "page_token": request.POST.get("page_token") or uuid.uuid4(),
-            "rendered_at": request.POST.get("rendered_at") or f"{time.time():.3f}",
             "posted": request.POST,
             "errors": errors or {},
             "page_error": page_error,
@@ -55,7 +55,6 @@ def _grounding_checks(request, items, *, heading_context=None, done_url: str) ->
             errors[item.judgment.pk] = exc.messages[0]
     if errors:
         return _check_form(request, items, status=400, errors=errors, heading_context=heading_context)
-    seconds = forms.seconds_since(request.POST)
     for jid, score, modality in answers:
         services.judgment_reconfirm(
             annotator=request.annotator,
@@ -63,7 +62,7 @@ def _grounding_checks(request, items, *, heading_context=None, done_url: str) ->
             score=score,
             modality=modality,
             page_token=token,
-            seconds_spent=seconds / len(answers) if seconds is not None else None,
+            checks_on_page=len(answers),
         )
     return redirect(done_url)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 import uuid
 
 from django.conf import settings
@@ -39,6 +38,7 @@ def next_page(request: HttpRequest) -> HttpResponse:
 
 
 def _render_rating(request, assignment, *, posted=None, status=200, expired=False, gone=False, error=None):
+    services.assignment_mark_rendered(assignment=assignment)  # seconds_spent counts from the first render
     progress = selectors.annotator_progress(annotator=request.annotator)
     return render(
         request,
@@ -50,7 +50,6 @@ def _render_rating(request, assignment, *, posted=None, status=200, expired=Fals
             "score_labels": SCORE_LABELS,
             "modality_help": MODALITY_HELP,
             "page_token": (posted or {}).get("page_token") or uuid.uuid4(),
-            "rendered_at": (posted or {}).get("rendered_at") or f"{time.time():.3f}",
             "progress": progress,
             "expired": expired,
             "gone": gone,
@@ -77,15 +76,12 @@ def rate(request: HttpRequest, assignment_id: int) -> HttpResponse:
         return _render_rating(
             request, assignment, posted=posted, status=400, error="Some answers are missing; they are marked below."
         )
-    n = max(1, len(ratings))
-    seconds = forms.seconds_since(request.POST)
     try:
         services.assignment_submit_ratings(
             annotator=request.annotator,
             assignment_id=assignment.pk,
             ratings=ratings,
             page_token=forms.page_token(request.POST),
-            seconds_spent=seconds / n if seconds is not None else None,
             renew_expired=posted.get("renew") == "1",
         )
     except services.AssignmentExpired:

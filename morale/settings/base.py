@@ -8,6 +8,7 @@ folder: a SQLite file, a filesystem Celery broker and media files. ``DATABASE_UR
 files or folders. The README lists every setting.
 """
 
+from datetime import timedelta
 from pathlib import Path
 
 import environ
@@ -40,6 +41,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",  # Swagger UI and Redoc files, served by whitenoise (no CDN)
     "django_celery_beat",
+    "axes",  # log-in throttling: failed attempts and lockouts (see "Log-in throttling" below)
     "annotation",
     "modelloop",
     "training",
@@ -55,6 +57,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes asks: turns a locked-out log-in into the lockout page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "morale.urls"
@@ -101,6 +105,11 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+]
+# django-axes first: it refuses a locked-out log-in before the password is even checked.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
 ]
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "annotation:start"
@@ -284,6 +293,56 @@ MORALE_COMPLETION_CODE = env.str("MORALE_COMPLETION_CODE", default="")
 MORALE_MAX_CONCURRENT_ANNOTATORS = env.int("MORALE_MAX_CONCURRENT_ANNOTATORS", default=0)
 # Whether /accounts/signup/ lets anyone create an annotator account.
 MORALE_SELF_SIGNUP = env.bool("MORALE_SELF_SIGNUP", default=False)
+# Creating crowd participants is rate-limited, "N/period" with period s, m, h or d (e.g.
+# "10/h", "100/10m"; "0/h" or empty: no limit): per client address (IPv6: per /64) ...
+MORALE_CROWD_NEW_PER_ADDRESS = env.str("MORALE_CROWD_NEW_PER_ADDRESS", default="10/h")
+# ... and for the whole study (every participant this deployment creates). Re-entry of a
+# participant who exists already is never limited.
+MORALE_CROWD_NEW_PER_STUDY = env.str("MORALE_CROWD_NEW_PER_STUDY", default="60/m")
+# A crowd participant's first page holds its slots for this long only, until it is
+# submitted (later pages: MORALE_ASSIGNMENT_TTL_MINUTES) ...
+MORALE_FIRST_PAGE_TTL_MINUTES = env.int("MORALE_FIRST_PAGE_TTL_MINUTES", default=5)
+# ... and at most this many crowd participants who have not submitted a page yet may hold
+# a page at once; more newcomers get the "study is full" page (0: no cap).
+MORALE_MAX_UNTOUCHED_PARTICIPANTS = env.int("MORALE_MAX_UNTOUCHED_PARTICIPANTS", default=20)
+# The finish page shows a completion code only once this many pages are completed, or
+# when nothing is left for the annotator to rate (0: at once).
+MORALE_COMPLETION_MIN_PAGES = env.int("MORALE_COMPLETION_MIN_PAGES", default=1)
+
+# --- Client address (morale/client_ip.py: crowd entry limits, log-in lockouts) -----------
+# Behind a proxy: the header it sets to the client's address (e.g. "X-Forwarded-For" or
+# "X-Real-IP"). Empty: REMOTE_ADDR. No other header is ever believed.
+MORALE_CLIENT_IP_HEADER = env.str("MORALE_CLIENT_IP_HEADER", default="")
+# Proxies that append to that header: the client is this many entries from the right.
+MORALE_TRUSTED_PROXY_COUNT = env.int("MORALE_TRUSTED_PROXY_COUNT", default=1)
+
+# --- Log-in throttling (django-axes; the site's log-in and the admin's) -------------------
+# After this many failed log-ins (counted per MORALE_LOGIN_LOCKOUT_PARAMETERS) ...
+AXES_FAILURE_LIMIT = env.int("MORALE_LOGIN_FAILURE_LIMIT", default=5)
+# ... log-in is refused for this long (each further failure starts it again), with a page
+# that says so (HTTP 429 + Retry-After). A successful log-in clears the count.
+AXES_COOLOFF_TIME = timedelta(minutes=env.int("MORALE_LOGIN_COOLOFF_MINUTES", default=15))
+
+
+def axes_lockout_parameters(items: list[str]) -> list:
+    """["username+ip_address", "ip_address"] -> [["username", "ip_address"], "ip_address"] (axes' form)."""
+    return [item.split("+") if "+" in item else item for item in (i.strip() for i in items) if item]
+
+
+# What is counted: comma-separated alternatives, "+" combines, from username, ip_address,
+# user_agent. "username+ip_address" locks one account from one address, so nobody can lock
+# a researcher out from elsewhere; add ",ip_address" to also stop one address trying many
+# usernames, or ",username" to stop guessing from many addresses (which lets anyone who
+# knows a username lock it).
+AXES_LOCKOUT_PARAMETERS = axes_lockout_parameters(
+    env.list("MORALE_LOGIN_LOCKOUT_PARAMETERS", default=["username+ip_address"])
+)
+AXES_RESET_ON_SUCCESS = True
+# One row per successful log-in (user, address, user agent), shown in the admin. Off:
+# crowd participants log in on every entry, and an address is personal data.
+AXES_DISABLE_ACCESS_LOG = not env.bool("MORALE_LOGIN_ACCESS_LOG", default=False)
+AXES_CLIENT_IP_CALLABLE = "morale.client_ip.client_address"
+AXES_LOCKOUT_CALLABLE = "annotation.views.entry.login_locked_out"
 
 # --- REST API (annotation/api/, modelloop/api.py, training/api.py; morale/api/urls.py) ------
 # Token first: an anonymous request is answered 401 with "WWW-Authenticate: Token". Session

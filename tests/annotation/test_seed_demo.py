@@ -5,6 +5,7 @@ import io
 import pytest
 from django.contrib.auth import authenticate, get_user_model
 from django.core.management import call_command
+from django.test import RequestFactory
 from PIL import Image
 
 from annotation.demo.content import DEMO_ACCOUNTS, DEMO_CONTEXTS, MAX_IMAGE_SIDE
@@ -72,7 +73,7 @@ def test_seed_creates_accounts_that_can_log_in():
     output = seed()
 
     for account in DEMO_ACCOUNTS:
-        user = authenticate(username=account.username, password=account.password)
+        user = authenticate(RequestFactory().get("/"), username=account.username, password=account.password)
         assert user is not None, account.username
         assert account.username in output and account.password in output
         if account.role == "annotator":

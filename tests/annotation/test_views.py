@@ -37,7 +37,6 @@ def form_for(page_html: str, score=3, modality="text", skip=()):
     ids = sorted(set(re.findall(r'name="score-(\d+)"', page_html)))
     data = {
         "page_token": re.search(r'name="page_token" value="([^"]+)"', page_html).group(1),
-        "rendered_at": re.search(r'name="rendered_at" value="([^"]+)"', page_html).group(1),
     }
     for sid in ids:
         if sid in skip:

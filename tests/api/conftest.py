@@ -30,7 +30,6 @@ def rate_page(annotator: Annotator, score: int, modality: str = "both") -> tuple
         assignment_id=assignment.pk,
         ratings=[services.RatingInput(item.scenario_id, score, modality) for item in assignment.items.all()],
         page_token=uuid.uuid4(),
-        seconds_spent=12.5,
     )
     services.assignment_complete(annotator=annotator, assignment_id=assignment.pk)
     return assignment, judgments

@@ -3,6 +3,7 @@ unsafe requests must carry a CSRF token."""
 
 import pytest
 from django.middleware.csrf import _get_new_csrf_string
+from django.test import RequestFactory
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
@@ -15,7 +16,8 @@ pytestmark = pytest.mark.django_db
 
 def session_client(user, *, csrf: bool) -> APIClient:
     client = APIClient(enforce_csrf_checks=True)
-    assert client.login(username=user.username, password=PASSWORD)
+    # django-axes checks every password log-in against its lockouts, so it needs the request.
+    assert client.login(request=RequestFactory().get("/"), username=user.username, password=PASSWORD)
     if csrf:
         secret = _get_new_csrf_string()
         client.cookies["csrftoken"] = secret

@@ -4,6 +4,7 @@
 import pytest
 import yaml
 from django.core.management import call_command
+from django.test import RequestFactory
 
 from .conftest import PASSWORD
 
@@ -63,7 +64,7 @@ def test_creation_endpoints_take_only_the_documented_choices(schema):
 
 def test_the_served_schema_and_docs_need_a_login_and_work_with_one(world, client):
     assert client.get("/api/schema/").status_code == 401
-    assert client.login(username=world.alice.user.username, password=PASSWORD)
+    assert client.login(request=RequestFactory().get("/"), username=world.alice.user.username, password=PASSWORD)
     served = client.get("/api/schema/")
     assert served.status_code == 200 and b"/api/v1/judgments/" in served.content
     docs = client.get("/api/docs/")

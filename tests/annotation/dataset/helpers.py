@@ -2,21 +2,26 @@
 services, as in the product."""
 
 import uuid
+from datetime import timedelta
 
 from annotation import services
 from tests.factories import AnnotatorFactory, make_context
 
 
 def rate_page(annotator, context, scores, seconds_spent=10.0):
-    """The annotator gets a page (it must be on `context`) and rates it: scores[scenario.pk] = (score, modality)."""
+    """The annotator gets a page (it must be on `context`) and rates it: scores[scenario.pk] = (score, modality).
+
+    The page is submitted ``seconds_spent`` seconds per scenario after it was created (the
+    server measures the time; nothing else sets it)."""
     assignment = services.assignment_get_or_create(annotator=annotator)
     assert assignment.context_id == context.pk
+    items = list(assignment.items.all())
     judgments = services.assignment_submit_ratings(
         annotator=annotator,
         assignment_id=assignment.pk,
-        ratings=[services.RatingInput(i.scenario_id, *scores[i.scenario_id]) for i in assignment.items.all()],
+        ratings=[services.RatingInput(i.scenario_id, *scores[i.scenario_id]) for i in items],
         page_token=uuid.uuid4(),
-        seconds_spent=seconds_spent,
+        now=assignment.created_at + timedelta(seconds=seconds_spent * len(items)),
     )
     services.assignment_complete(annotator=annotator, assignment_id=assignment.pk)
     return {j.scenario_id: j for j in judgments}
