@@ -318,6 +318,21 @@ def test_an_unknown_written_scenarios_setting_refuses_to_start(monkeypatch):
     importlib.reload(base)
 
 
+def test_held_and_rejected_scenarios_do_not_count_towards_the_collection_targets(context_with_scenarios):
+    from annotation.research import process
+
+    context, seeds = context_with_scenarios
+    author = AnnotatorFactory()
+    held, rejected = (
+        services.scenario_create(context=context, text=text, origin="annotator", author=author, review_status="pending")
+        for text in ("held one", "rejected one")
+    )
+    services.scenarios_reject(scenario_ids=[rejected.pk], by=UserFactory(), reason="off topic")
+    assert process.collection_progress()["scenarios"]["total"] == len(seeds)
+    services.scenarios_approve(scenario_ids=[held.pk], by=UserFactory())
+    assert process.collection_progress()["scenarios"]["total"] == len(seeds) + 1
+
+
 # --- the rating page over HTTP ---------------------------------------------------------------------
 @pytest.fixture
 def annotator_client(client):
