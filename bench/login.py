@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import io
 import os
-import shutil
 import statistics
 import sys
 import tempfile
@@ -246,15 +245,15 @@ def main() -> int:
     except Exception as exc:  # noqa: BLE001 - a bench reports and exits
         return common.could_not_run(exc)
     finally:
-        if args.keep:
-            log(f"kept {db_url} and {tmp}")
-        else:
-            from django.db import connections
+        from django.db import connections
 
-            connections.close_all()
-            if postgres:
-                common.pg_drop(common.pg_url_for(db_url, "postgres"), common.pg_db_name(db_url))
-            shutil.rmtree(tmp, ignore_errors=True)
+        connections.close_all()
+        common.clean_up(
+            tmp,
+            keep=args.keep,
+            server_url=common.pg_url_for(db_url, "postgres") if postgres else "",
+            dbname=common.pg_db_name(db_url) if postgres else "",
+        )
     report(result, vendor, load_before)
     common.save_results("login", {"load_before": load_before, "load_after": common.loadavg(3), **result})
     return 0

@@ -6,6 +6,8 @@ Decisions go through the services (``scenarios_approve``, ``scenarios_reject``,
 scenarios (researchers have it); the rows themselves are read-only here.
 """
 
+from collections import Counter
+
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
@@ -67,8 +69,9 @@ class ReadOnly:
 
 
 class ReviewActions(ReadOnly):
-    """Action permission "review": the permission to change scenarios (the proxies' own
-    change permission is never granted; their pages are read-only)."""
+    """What both queues share: the action permission "review" (the permission to change
+    scenarios; the proxies' own change permission is never granted, their pages are
+    read-only) and the context column."""
 
     def has_review_permission(self, request):
         return request.user.has_perm("annotation.change_scenario")
@@ -195,9 +198,7 @@ class ReportedScenarioAdmin(AdminListStyle, ReviewActions, admin.ModelAdmin):
 
     @admin.display(description="reasons")
     def reasons(self, obj):
-        counts: dict[str, int] = {}
-        for report in obj.reports.all():
-            counts[report.get_reason_display()] = counts.get(report.get_reason_display(), 0) + 1
+        counts = Counter(report.get_reason_display() for report in obj.reports.all())  # prefetched
         return ", ".join(f"{label} x{n}" for label, n in sorted(counts.items())) or "-"
 
     @admin.action(description="Keep the selected scenarios (back to the pool; closes their reports)", permissions=["review"])

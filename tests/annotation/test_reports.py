@@ -218,23 +218,19 @@ def test_a_reported_canary_is_not_offered_to_its_reporter_again(settings):
 
 
 # --- the page comment ----------------------------------------------------------------------------
-def test_the_page_comment_is_stored_with_the_ratings_and_a_later_text_replaces_it(context_with_scenarios):
+@pytest.mark.parametrize(
+    ("at_submit", "stored"),
+    [("  two scenarios say the same  ", "two scenarios say the same"), ("", "first thought")],
+    ids=["a later text replaces it", "an empty one keeps it"],
+)
+def test_the_page_comment_is_stored_once_per_page(context_with_scenarios, at_submit, stored):
     _, scenarios = context_with_scenarios
     annotator = AnnotatorFactory()
     assignment = page_of(annotator)
     report(annotator, assignment, scenarios[0], page_comment="first thought")
-    submit(annotator, assignment, {s.pk: 3 for s in scenarios[1:]}, comment="  two scenarios say the same  ")
+    submit(annotator, assignment, {s.pk: 3 for s in scenarios[1:]}, comment=at_submit)
     comment = PageComment.objects.get()
-    assert (comment.assignment_id, comment.annotator_id, comment.text) == (assignment.pk, annotator.pk, "two scenarios say the same")
-
-
-def test_an_empty_comment_keeps_the_one_made_before(context_with_scenarios):
-    _, scenarios = context_with_scenarios
-    annotator = AnnotatorFactory()
-    assignment = page_of(annotator)
-    report(annotator, assignment, scenarios[0], page_comment="blurry image")
-    submit(annotator, assignment, {s.pk: 3 for s in scenarios[1:]}, comment="")
-    assert PageComment.objects.get().text == "blurry image"
+    assert (comment.assignment_id, comment.annotator_id, comment.text) == (assignment.pk, annotator.pk, stored)
 
 
 def test_a_too_long_comment_refuses_the_submit_and_stores_nothing(context_with_scenarios):
