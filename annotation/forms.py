@@ -92,7 +92,7 @@ def ratings_from_post(assignment: Assignment, posted: dict, reported=()) -> tupl
 
 
 # --- reporting an item -----------------------------------------------------------------------
-REPORT_REASONS = [(value, label) for value, label in ItemReport.Reason.choices]
+REPORT_REASONS = ItemReport.Reason.choices
 
 
 def report_from_post(post) -> tuple[int, dict]:

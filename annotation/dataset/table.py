@@ -31,7 +31,8 @@ class JudgmentRows:
     columns, sorted by id: ``scenario_ids``, ``scenario_context``, ``scenario_batch`` (-1:
     no batch), ``scenario_label`` (NaN: none), ``scenario_canary``, ``scenario_count``
     (initial judgments, the assignment's counter), ``scenario_open`` (not retired, context
-    active, review status "accepted": the ones that may be given out). ``screened``: ids of the annotators screened out now.
+    active, review status "accepted": the ones that may be given out). ``screened``: ids
+    of the annotators screened out now.
     """
 
     threshold: float
