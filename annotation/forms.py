@@ -14,7 +14,7 @@ from django.contrib.auth.forms import UserCreationForm
 from django.core.exceptions import ValidationError
 
 from . import crowd, services
-from .models import Assignment
+from .models import Assignment, ItemReport
 
 SCORE_LABELS = [
     (1, "Very unacceptable"),
@@ -40,8 +40,9 @@ def page_token(post) -> uuid.UUID:
 
 
 # --- the rating page -----------------------------------------------------------------------
-def rating_rows(assignment: Assignment, posted=None) -> list[dict]:
-    """One row per scenario on the page, with what was posted for it (to fill the form again)."""
+def rating_rows(assignment: Assignment, posted=None, reported=None) -> list[dict]:
+    """One row per scenario on the page, with what was posted for it (to fill the form again)
+    and, for a scenario the annotator reported (``reported``: scenario id -> ItemReport), the report."""
     rows = []
     for item in assignment.items.all():
         sid = item.scenario_id
@@ -52,17 +53,24 @@ def rating_rows(assignment: Assignment, posted=None) -> list[dict]:
                 "score": (posted or {}).get(f"score-{sid}", ""),
                 "modality": (posted or {}).get(f"modality-{sid}", ""),
                 "error": (posted or {}).get(f"error-{sid}"),
+                "reported": (reported or {}).get(sid),
+                "report_reason": (posted or {}).get(f"report-reason-{sid}", ""),
+                "report_note": (posted or {}).get(f"report-note-{sid}", ""),
+                "report_error": (posted or {}).get(f"report-error-{sid}"),
             }
         )
     return rows
 
 
-def ratings_from_post(assignment: Assignment, posted: dict) -> tuple[list[services.RatingInput], int]:
+def ratings_from_post(assignment: Assignment, posted: dict, reported=()) -> tuple[list[services.RatingInput], int]:
     """The page's ratings as typed, and how many are invalid. Each invalid one gets its
-    message in ``posted["error-<scenario id>"]`` (``rating_rows`` shows it)."""
+    message in ``posted["error-<scenario id>"]`` (``rating_rows`` shows it). Scenarios the
+    annotator reported (ids in ``reported``) are skipped: they need no rating."""
     ratings, errors = [], 0
     for item in assignment.items.all():
         sid = item.scenario_id
+        if sid in reported:
+            continue
         score, modality = posted.get(f"score-{sid}"), posted.get(f"modality-{sid}")
         try:
             services.rating_check(score=score, modality=modality)
@@ -71,6 +79,25 @@ def ratings_from_post(assignment: Assignment, posted: dict) -> tuple[list[servic
             errors += 1
         ratings.append(services.RatingInput(scenario_id=sid, score=score, modality=modality))
     return ratings, errors
+
+
+# --- reporting an item -----------------------------------------------------------------------
+REPORT_REASONS = ItemReport.Reason.choices
+
+
+def report_from_post(post) -> tuple[int, dict]:
+    """The "Report and skip" button's scenario id and the report fields typed for it
+    (``reason``, ``note``, ``page_comment``); ValidationError when the button carried no id."""
+    try:
+        sid = int(post.get("report", ""))
+    except ValueError:
+        raise ValidationError("The report is missing its scenario; please reload the page.") from None
+    fields = {
+        "reason": post.get(f"report-reason-{sid}"),
+        "note": post.get(f"report-note-{sid}", ""),
+        "page_comment": post.get("page_comment", ""),
+    }
+    return sid, fields
 
 
 # --- the grounding check -------------------------------------------------------------------

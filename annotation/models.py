@@ -3,7 +3,7 @@
 The database itself refuses bad rows (CHECK and UNIQUE constraints below), and judgment
 rows are append-only: a database trigger (migration 0002) refuses every UPDATE.
 Business logic lives in ``annotation.services``; these classes only describe data.
-One module on purpose (about 450 lines): Django looks for an app's models here, and the
+One module on purpose (about 560 lines): Django looks for an app's models here, and the
 constraints of rows that refer to each other read best side by side.
 """
 
@@ -67,6 +67,12 @@ class Scenario(models.Model):
         SEED = "seed", "seed"
         ANNOTATOR = "annotator", "written by an annotator"
 
+    class Review(models.TextChoices):
+        ACCEPTED = "accepted", "accepted"
+        PENDING = "pending", "held: waiting for a researcher's approval"
+        REJECTED = "rejected", "rejected by a researcher"
+        REPORTED = "reported", "reported: out of the pool until a researcher decides"
+
     context = models.ForeignKey(Context, on_delete=models.PROTECT, related_name="scenarios")
     text = models.TextField()
     origin = models.CharField(max_length=16, choices=Origin.choices, default=Origin.SEED)
@@ -90,12 +96,31 @@ class Scenario(models.Model):
     is_retired = models.BooleanField(default=False)
     # Initial judgments so far; kept in step by the submit service, like Context's.
     judgment_count = models.PositiveIntegerField(default=0, editable=False)
+    # Whether a researcher lets it be assigned (annotation.services.reports and .content):
+    # only "accepted" scenarios are given out.
+    review_status = models.CharField(max_length=16, choices=Review.choices, default=Review.ACCEPTED)
+    review_note = models.TextField(blank=True, help_text="Why a researcher rejected it.")
+    reviewed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    reviewed_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         ordering = ["id"]
         constraints = [
             models.UniqueConstraint(fields=["context", "text"], name="scenario_unique_text_per_context"),
+            models.CheckConstraint(
+                condition=Q(review_status__in=["accepted", "pending", "rejected", "reported"]),
+                name="scenario_review_status_valid",
+            ),
+            # Only a scenario an annotator wrote waits for approval; a rejection says why.
+            models.CheckConstraint(
+                condition=~Q(review_status="pending") | Q(origin="annotator"), name="scenario_pending_is_written"
+            ),
+            models.CheckConstraint(
+                condition=~Q(review_status="rejected") | ~Q(review_note=""), name="scenario_rejection_has_reason"
+            ),
             models.CheckConstraint(condition=~Q(text=""), name="scenario_text_not_empty"),
             models.CheckConstraint(
                 condition=Q(text_only_label__isnull=True) | Q(text_only_label__in=[-1, 0, 1]),
@@ -408,6 +433,92 @@ class Judgment(models.Model):
         if self.pk is not None and not self._state.adding:
             raise ValueError("Judgments are append-only; write a reconfirmation instead of updating.")
         super().save(*args, **kwargs)
+
+
+class ItemReport(models.Model):
+    """An annotator's report that a scenario is offensive, has a broken image, makes no sense, ...
+
+    One per annotator and scenario; the reported scenario is skipped on that annotator's
+    page. Reports from MORALE_REPORTS_TO_HOLD annotators take the scenario out of the pool
+    until a researcher keeps it or retires it, which closes its open reports
+    (``decision``; empty while open). Written by ``annotation.services.reports`` only.
+    """
+
+    class Reason(models.TextChoices):
+        OFFENSIVE = "offensive", "offensive"
+        BROKEN_IMAGE = "broken_image", "broken image"
+        NONSENSE = "nonsense", "makes no sense"
+        OTHER = "other", "other"
+
+    class Decision(models.TextChoices):
+        OPEN = "", "waiting for a researcher"
+        KEPT = "kept", "kept in the pool"
+        RETIRED = "retired", "scenario retired"
+
+    annotator = models.ForeignKey(Annotator, on_delete=models.PROTECT, related_name="item_reports")
+    scenario = models.ForeignKey(Scenario, on_delete=models.PROTECT, related_name="reports")
+    assignment = models.ForeignKey(Assignment, on_delete=models.PROTECT, related_name="item_reports")
+    reason = models.CharField(max_length=16, choices=Reason.choices)
+    note = models.TextField(blank=True, help_text='The annotator\'s words; required for "other".')
+    decision = models.CharField(max_length=8, choices=Decision.choices, default=Decision.OPEN, blank=True)
+    decided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    decided_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["annotator", "scenario"], name="item_report_once_per_annotator"),
+            models.CheckConstraint(
+                condition=Q(reason__in=["offensive", "broken_image", "nonsense", "other"]),
+                name="item_report_reason_valid",
+            ),
+            models.CheckConstraint(condition=~Q(reason="other") | ~Q(note=""), name="item_report_other_has_note"),
+            models.CheckConstraint(
+                condition=Q(decision__in=["", "kept", "retired"]), name="item_report_decision_valid"
+            ),
+        ]
+        indexes = [models.Index(fields=["scenario", "decision"])]
+
+    def __str__(self) -> str:
+        return f"report #{self.pk} on scenario #{self.scenario_id}: {self.get_reason_display()}"
+
+
+class PageComment(models.Model):
+    """An annotator's optional comment on one page of work (one per page; the latest text wins)."""
+
+    annotator = models.ForeignKey(Annotator, on_delete=models.PROTECT, related_name="page_comments")
+    assignment = models.OneToOneField(Assignment, on_delete=models.PROTECT, related_name="comment")
+    text = models.TextField()
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-id"]
+        constraints = [models.CheckConstraint(condition=~Q(text=""), name="page_comment_not_empty")]
+
+    def __str__(self) -> str:
+        return f"comment on assignment #{self.assignment_id}"
+
+
+class WrittenScenario(Scenario):
+    """Scenarios written by annotators: the researchers' approval queue (admin)."""
+
+    class Meta:
+        proxy = True
+        ordering = ["-id"]
+        verbose_name = "written scenario"
+        verbose_name_plural = "written scenarios to review"
+
+
+class ReportedScenario(Scenario):
+    """Scenarios with item reports: the researchers' keep-or-retire queue (admin)."""
+
+    class Meta:
+        proxy = True
+        ordering = ["-id"]
 
 
 class Disagreement(Judgment):

@@ -16,7 +16,7 @@ from django.utils import timezone
 
 from modelloop import selectors as modelloop_selectors
 
-from .models import Annotator, Assignment, AssignmentItem, Context, Judgment, Scenario
+from .models import Annotator, Assignment, AssignmentItem, Context, ItemReport, Judgment, Scenario
 
 
 def assignment_for_annotator(*, annotator: Annotator, assignment_id: int) -> Assignment:
@@ -141,14 +141,37 @@ class Progress:
 
 
 def open_scenarios_for(annotator: Annotator):
-    """Scenarios this annotator may still rate: active, not canary, not full, not written or rated by them."""
+    """Scenarios this annotator may still rate: active, accepted (not held for review or by
+    reports), not canary, not full, not written, rated or reported by them."""
     judged_by_me = Judgment.objects.filter(scenario=OuterRef("pk"), annotator=annotator)
+    reported_by_me = ItemReport.objects.filter(scenario=OuterRef("pk"), annotator=annotator)
     return (
-        Scenario.objects.filter(is_retired=False, is_canary=False, context__is_active=True)
+        Scenario.objects.filter(
+            is_retired=False, is_canary=False, context__is_active=True, review_status=Scenario.Review.ACCEPTED
+        )
         .filter(judgment_count__lt=settings.MORALE_JUDGMENTS_PER_SCENARIO)
         .exclude(author=annotator)
         .exclude(Exists(judged_by_me))
+        .exclude(Exists(reported_by_me))
     )
+
+
+def reports_on_page(*, annotator: Annotator, assignment: Assignment) -> dict[int, ItemReport]:
+    """The annotator's reports of the scenarios on this page, by scenario id (those are skipped)."""
+    on_page = AssignmentItem.objects.filter(assignment=assignment).values("scenario_id")
+    return {r.scenario_id: r for r in ItemReport.objects.filter(annotator=annotator, scenario_id__in=on_page)}
+
+
+def scenarios_with_report_count(scenarios):
+    """The scenarios with ``report_total`` (every report) and ``report_open`` (not yet decided).
+
+    Correlated counts, like ``annotators_with_judgment_total``: evaluated for the rows shown.
+    """
+    def count(**filters):
+        rows = ItemReport.objects.filter(scenario=OuterRef("pk"), **filters).order_by().values("scenario")
+        return Coalesce(Subquery(rows.annotate(n=Count("pk")).values("n")), 0)
+
+    return scenarios.annotate(report_total=count(), report_open=count(decision=ItemReport.Decision.OPEN))
 
 
 def annotator_progress(*, annotator: Annotator) -> Progress:

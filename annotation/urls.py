@@ -9,6 +9,7 @@ urlpatterns = [
     path("consent/", views.consent, name="consent"),
     path("annotate/", views.next_page, name="next"),
     path("annotate/<int:assignment_id>/", views.rate, name="rate"),
+    path("annotate/<int:assignment_id>/report/", views.report_item, name="report"),
     path("annotate/<int:assignment_id>/review/", views.review, name="review"),
     path("annotate/<int:assignment_id>/check/", views.check, name="check"),
     path("annotate/<int:assignment_id>/add/", views.add_scenario, name="add"),

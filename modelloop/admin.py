@@ -1,4 +1,5 @@
 from django.contrib import admin, messages
+from django.utils import timezone
 from django.utils.html import format_html
 
 from . import services
@@ -36,8 +37,19 @@ class ModelVersionAdmin(admin.ModelAdmin):
 
 @admin.register(Prediction)
 class PredictionAdmin(admin.ModelAdmin):
-    list_display = ["scenario", "model_version", "status", "score", "error", "created_at"]
+    list_display = ["scenario", "model_version", "status", "score_shown", "error", "created"]
     list_filter = ["status", "model_version"]
     search_fields = ["scenario__text"]
     list_select_related = ["scenario", "model_version"]
     raw_id_fields = ["scenario"]
+
+    class Media:
+        css = {"all": ["morale/admin.css"]}  # long scenario texts wrap: the list fits at 1280 px
+
+    @admin.display(description="score", ordering="score")
+    def score_shown(self, obj: Prediction) -> str:
+        return "-" if obj.score is None else f"{obj.score:.2f}"
+
+    @admin.display(description="created", ordering="created_at")
+    def created(self, obj: Prediction) -> str:
+        return timezone.localtime(obj.created_at).strftime("%Y-%m-%d %H:%M")

@@ -8,15 +8,17 @@ admin page it is entered on; the bulk actions call services too.
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
+from django.db.models import Exists, OuterRef
 from django.urls import reverse
 from django.utils.html import format_html
 
 from modelloop import services as modelloop_services
 
-from .. import services
+from .. import selectors, services
 from annotation.dataset.export import service as export_service
 from ..images import check_image_upload
-from ..models import Context, Scenario
+from ..models import Context, ItemReport, Scenario
+from .judgments import AdminListStyle
 
 
 def _scenario_create(request, entered: Scenario) -> Scenario | None:
@@ -62,7 +64,7 @@ class ScenarioInline(admin.TabularInline):
 
 
 @admin.register(Context)
-class ContextAdmin(admin.ModelAdmin):
+class ContextAdmin(AdminListStyle, admin.ModelAdmin):
     form = ContextAdminForm
     list_display = ["id", "setting", "external_id", "image_origin", "image_unreliable", "is_active", "judgment_count", "import_batch", "created_at"]
     list_filter = ["image_origin", "image_unreliable", "is_active", ("import_batch", admin.RelatedOnlyFieldListFilter)]
@@ -121,16 +123,43 @@ class ContextAdmin(admin.ModelAdmin):
         messages.success(request, f"{changed} context(s) are given out again.")
 
 
+class ReportedFilter(admin.SimpleListFilter):
+    title = "item reports"
+    parameter_name = "reported"
+
+    def lookups(self, request, model_admin):
+        return [("yes", "reported"), ("no", "not reported")]
+
+    def queryset(self, request, queryset):
+        reported = Exists(ItemReport.objects.filter(scenario=OuterRef("pk")))
+        if self.value() == "yes":
+            return queryset.filter(reported)
+        if self.value() == "no":
+            return queryset.exclude(reported)
+        return queryset
+
+
 @admin.register(Scenario)
-class ScenarioAdmin(admin.ModelAdmin):
-    list_display = ["id", "text", "context", "origin", "text_only_label", "is_canary", "is_retired", "judgment_count"]
-    list_filter = ["origin", "is_canary", "is_retired", "text_only_label"]
+class ScenarioAdmin(AdminListStyle, admin.ModelAdmin):
+    list_display = ["id", "text", "context", "origin", "text_only_label", "is_canary", "is_retired", "review_status", "reports", "judgment_count"]
+    list_filter = ["origin", "is_canary", "is_retired", "review_status", ReportedFilter, "text_only_label"]
     search_fields = ["text", "context__setting"]
     list_select_related = ["context"]
     list_per_page = 50
     raw_id_fields = ["context", "author", "prompted_by"]
-    readonly_fields = ["judgment_count"]
+    # The review fields change through the review queues (annotation/admin/reviews.py) only.
+    readonly_fields = ["judgment_count", "review_status", "review_note", "reviewed_by", "reviewed_at"]
     actions = ["retire", "unretire", "rescore"]
+
+    def get_queryset(self, request):
+        return selectors.scenarios_with_report_count(super().get_queryset(request))
+
+    @admin.display(description="reports", ordering="report_total")
+    def reports(self, obj):
+        if not obj.report_total:
+            return "0"
+        url = reverse("admin:annotation_itemreport_changelist") + f"?scenario__id__exact={obj.pk}"
+        return format_html('<a href="{}">{}</a>', url, obj.report_total)
 
     @admin.action(description="Retire the selected scenarios (their judgments stay)", permissions=["change"])
     def retire(self, request, queryset):

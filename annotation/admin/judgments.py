@@ -1,13 +1,45 @@
 """Admin of the annotators' work: assignments (pages), judgments, disagreements. All read-only.
 
 Judgments are append-only, so no one adds, edits or deletes them here; the lists are kept
-cheap at MM-SCALE size (bench/admin_lists.py).
+cheap at MM-SCALE size (bench/admin_lists.py) and their key columns fit a 1280 px screen
+(scores with 2 decimals, compact dates, text that wraps: ``AdminListStyle``).
 """
 
 from django.contrib import admin
+from django.utils import timezone
 
 from .. import selectors
-from ..models import Assignment, AssignmentItem, Disagreement, Judgment
+from ..models import Assignment, AssignmentItem, Disagreement, Judgment, PageComment
+
+
+class AdminListStyle:
+    """ModelAdmin mixin: the stylesheet that lets long cells wrap, so lists fit at 1280 px."""
+
+    class Media:
+        css = {"all": ["morale/admin.css"]}
+
+
+def two_decimals(value) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def minutes(moment) -> str:
+    """A time as "2026-12-02 05:20" (local time): half the width of Django's default."""
+    return "-" if moment is None else timezone.localtime(moment).strftime("%Y-%m-%d %H:%M")
+
+
+def check_answer_text(initial: Judgment, again: Judgment | None) -> str:
+    """What the annotator did at the grounding check: "kept 4", "kept 4, modality text -> both",
+    "revised 4 -> 2" (plus the modality change, if any)."""
+    if again is None:
+        return "not answered yet"
+    if again.score == initial.score:
+        said = f"kept {initial.score}"
+    else:
+        said = f"revised {initial.score} -> {again.score}"
+    if again.modality != initial.modality:
+        said += f", modality {initial.modality} -> {again.modality}"
+    return said
 
 
 class AssignmentItemInline(admin.TabularInline):
@@ -17,13 +49,25 @@ class AssignmentItemInline(admin.TabularInline):
     can_delete = False
 
 
+class PageCommentInline(admin.StackedInline):
+    """The annotator's comment on the page, if they left one."""
+
+    model = PageComment
+    fields = readonly_fields = ["text", "created_at", "updated_at"]
+    extra = 0
+    can_delete = False
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+
 @admin.register(Assignment)
 class AssignmentAdmin(admin.ModelAdmin):
     list_display = ["id", "annotator", "context", "status", "created_at", "expires_at", "completed_at"]
     list_filter = ["status"]
     list_select_related = ["annotator__user", "context"]
     readonly_fields = ["annotator", "context", "created_at", "expires_at", "submitted_at", "completed_at"]
-    inlines = [AssignmentItemInline]
+    inlines = [AssignmentItemInline, PageCommentInline]
 
 
 class ScoreFilter(admin.SimpleListFilter):
@@ -40,11 +84,11 @@ class ScoreFilter(admin.SimpleListFilter):
 
 
 @admin.register(Judgment)
-class JudgmentAdmin(admin.ModelAdmin):
+class JudgmentAdmin(AdminListStyle, admin.ModelAdmin):
     # Kept cheap at MM-SCALE size (bench/admin_lists.py): filters whose choices need no query
     # (no date_hierarchy, no DISTINCT over the table), sorting by id only (indexed), and
     # 50 rows a page (rendering the rows is most of the time).
-    list_display = ["id", "annotator", "scenario", "score", "modality", "phase", "model_score", "delta", "canary_passed", "seconds_spent", "created_at"]
+    list_display = ["id", "annotator", "scenario", "score", "modality", "phase", "model_score_shown", "delta_shown", "canary_passed", "seconds", "created"]
     list_filter = ["phase", "modality", ScoreFilter, "canary_passed", "model_version", "annotator__status", "created_at"]
     search_fields = ["scenario__text", "=annotator__user__username", "=annotator__public_id"]
     list_select_related = ["annotator__user", "scenario"]
@@ -62,13 +106,29 @@ class JudgmentAdmin(admin.ModelAdmin):
     def has_delete_permission(self, request, obj=None):
         return False
 
+    @admin.display(description="model score")
+    def model_score_shown(self, obj):
+        return two_decimals(obj.model_score)
+
+    @admin.display(description="delta")
+    def delta_shown(self, obj):
+        return two_decimals(obj.delta)
+
+    @admin.display(description="seconds")
+    def seconds(self, obj):
+        return "-" if obj.seconds_spent is None else f"{obj.seconds_spent:.1f}"
+
+    @admin.display(description="created")
+    def created(self, obj):
+        return minutes(obj.created_at)
+
 
 @admin.register(Disagreement)
 class DisagreementAdmin(JudgmentAdmin):
     """Initial judgments at least MORALE_DISAGREEMENT_THRESHOLD from the model's score, with
     what the annotator answered at the grounding check."""
 
-    list_display = ["id", "annotator", "scenario", "score", "model_score", "delta", "modality", "check_answer", "model_version", "created_at"]
+    list_display = ["id", "annotator", "scenario", "score", "model_score_shown", "delta_shown", "modality", "check_answer", "model_version", "created"]
     list_filter = ["modality", ScoreFilter, "model_version", "created_at"]
     list_select_related = ["annotator__user", "scenario", "model_version", "reconfirmation"]
 
@@ -80,7 +140,5 @@ class DisagreementAdmin(JudgmentAdmin):
         try:
             again = obj.reconfirmation
         except Judgment.DoesNotExist:
-            return "not answered yet"
-        if again.score == obj.score and again.modality == obj.modality:
-            return "kept"
-        return f"revised to {again.score} ({again.modality})"
+            again = None
+        return check_answer_text(obj, again)

@@ -31,7 +31,8 @@ class JudgmentRows:
     columns, sorted by id: ``scenario_ids``, ``scenario_context``, ``scenario_batch`` (-1:
     no batch), ``scenario_label`` (NaN: none), ``scenario_canary``, ``scenario_count``
     (initial judgments, the assignment's counter), ``scenario_open`` (not retired, context
-    active). ``screened``: ids of the annotators screened out now.
+    active, review status "accepted": the ones that may be given out). ``screened``: ids
+    of the annotators screened out now.
     """
 
     threshold: float
@@ -114,7 +115,7 @@ def load_rows() -> JudgmentRows:
             batch=Coalesce("context__import_batch_id", Value(-1)),
             label=Coalesce("text_only_label", Value(_NO_LABEL)),
             canary=_flag(Q(is_canary=True), 1),
-            open=_flag(Q(is_retired=False, context__is_active=True), 1),
+            open=_flag(Q(is_retired=False, context__is_active=True, review_status=Scenario.Review.ACCEPTED), 1),
         )
         .values_list("pk", "context_id", "batch", "label", "canary", "judgment_count", "open"),
         7,

@@ -1,4 +1,5 @@
-"""Writes of the annotation app, one module per entity: annotators, content, assignment, judgments.
+"""Writes of the annotation app, one module per entity: annotators, content, assignment, judgments,
+reports (item reports and page comments), screening.
 
 Views, the admin, the API, tasks and commands call them through this package
 (``services.assignment_submit_ratings``, so ``mock.patch("annotation.services.X")`` works);
@@ -27,6 +28,8 @@ from .content import (
     scenario_add_by_annotator,
     scenario_create,
     scenario_text_clean,
+    scenarios_approve,
+    scenarios_reject,
     scenarios_set_retired,
 )
 from .judgments import (
@@ -38,6 +41,7 @@ from .judgments import (
     judgment_token,
     rating_check,
 )
+from .reports import item_report, page_comment_save, reported_scenarios_keep, reported_scenarios_retire
 from .screening import annotator_pause, annotator_reinstate, annotator_screen_out
 
 __all__ = [
@@ -67,11 +71,17 @@ __all__ = [
     "context_update",
     "contexts_set_active",
     "crowd_annotator",
+    "item_report",
     "judgment_reconfirm",
     "judgment_token",
+    "page_comment_save",
     "rating_check",
+    "reported_scenarios_keep",
+    "reported_scenarios_retire",
     "scenario_add_by_annotator",
     "scenario_create",
     "scenario_text_clean",
+    "scenarios_approve",
+    "scenarios_reject",
     "scenarios_set_retired",
 ]

@@ -16,7 +16,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Count, Exists, OuterRef, Q
 from django.utils import timezone
 
-from ..models import Annotator, Assignment, AssignmentItem, Context, Judgment, Scenario
+from ..models import Annotator, Assignment, AssignmentItem, Context, ItemReport, Judgment, Scenario
 from ..selectors import annotators_working_now, open_scenarios_for, untouched_participants_holding
 
 
@@ -184,9 +184,13 @@ def _maybe_canary(*, annotator, context_id, rng) -> int | None:
     if rng.random() >= settings.MORALE_CANARY_RATE:
         return None
     judged_by_me = Judgment.objects.filter(scenario=OuterRef("pk"), annotator=annotator)
+    reported_by_me = ItemReport.objects.filter(scenario=OuterRef("pk"), annotator=annotator)
     ids = list(
-        Scenario.objects.filter(context_id=context_id, is_canary=True, is_retired=False)
+        Scenario.objects.filter(
+            context_id=context_id, is_canary=True, is_retired=False, review_status=Scenario.Review.ACCEPTED
+        )
         .exclude(Exists(judged_by_me))
+        .exclude(Exists(reported_by_me))
         .values_list("id", flat=True)
     )
     return rng.choice(ids) if ids else None

@@ -9,12 +9,14 @@ from __future__ import annotations
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.utils import timezone
 
 from modelloop import services as modelloop_services
 
 from ..images import CheckedImage, check_image_upload
 from ..models import Annotator, Assignment, Context, ImportBatch, Judgment, Scenario
 from .assignment import assignment_complete
+from .reports import report_text_clean
 
 
 # --- contexts ------------------------------------------------------------------------------
@@ -129,8 +131,10 @@ def scenario_create(
     canary_min_score: int | None = None,
     canary_max_score: int | None = None,
     is_retired: bool = False,
+    review_status: str = Scenario.Review.ACCEPTED,
 ) -> Scenario:
-    """Create a scenario and queue its scoring by the current model once committed."""
+    """Create a scenario and queue its scoring by the current model once committed (also
+    when it is held for review: its score is ready when a researcher approves it)."""
     cleaned = scenario_text_clean(text)
     if Scenario.objects.filter(context=context, text__iexact=cleaned).exists():
         raise ValidationError("This image already has that scenario.", code="scenario_duplicate")
@@ -145,6 +149,7 @@ def scenario_create(
         canary_min_score=canary_min_score,
         canary_max_score=canary_max_score,
         is_retired=is_retired,
+        review_status=review_status,
     )
     scenario.full_clean()
     scenario.save()
@@ -155,8 +160,10 @@ def scenario_create(
 def scenario_add_by_annotator(*, annotator: Annotator, assignment_id: int, text: str) -> Scenario:
     """The add-scenario step: a new action for the same image, written by the annotator.
 
-    The scenario enters the pool for other annotators and is scored at once. Submitting
-    the same text twice (a double click) returns the scenario written the first time.
+    The scenario is scored at once and enters the pool for other annotators, or, with
+    MORALE_WRITTEN_SCENARIOS=review, waits (``review_status`` "pending") until a researcher
+    approves it (``scenarios_approve``). Submitting the same text twice (a double click)
+    returns the scenario written the first time.
     """
     assignment = Assignment.objects.select_related("context").get(pk=assignment_id, annotator=annotator)
     cleaned = scenario_text_clean(text)
@@ -173,6 +180,9 @@ def scenario_add_by_annotator(*, annotator: Annotator, assignment_id: int, text:
             origin=Scenario.Origin.ANNOTATOR,
             author=annotator,
             prompted_by=prompted_by,
+            review_status=(
+                Scenario.Review.PENDING if settings.MORALE_WRITTEN_SCENARIOS == "review" else Scenario.Review.ACCEPTED
+            ),
         )
         assignment_complete(annotator=annotator, assignment_id=assignment.pk)
     return scenario
@@ -189,3 +199,26 @@ def scenarios_set_retired(*, scenario_ids, retired: bool = True) -> int:
     """Retire scenarios (no new pages show them; their judgments stay and are exported) or
     bring them back. Returns how many changed."""
     return Scenario.objects.filter(pk__in=list(scenario_ids)).exclude(is_retired=retired).update(is_retired=retired)
+
+
+@transaction.atomic
+def scenarios_approve(*, scenario_ids, by, now=None) -> int:
+    """Let written scenarios that wait for review (or were rejected) into the pool.
+    Returns how many changed; accepted ones are left as they are."""
+    return (
+        Scenario.objects.filter(
+            pk__in=list(scenario_ids), review_status__in=[Scenario.Review.PENDING, Scenario.Review.REJECTED]
+        ).update(review_status=Scenario.Review.ACCEPTED, review_note="", reviewed_by=by, reviewed_at=now or timezone.now())
+    )
+
+
+@transaction.atomic
+def scenarios_reject(*, scenario_ids, by, reason, now=None) -> int:
+    """Refuse written scenarios that wait for review, with the researcher's reason; they are
+    never given out (and have no judgments to export). Returns how many changed."""
+    reason = report_text_clean(reason, what="reason")
+    if not reason:
+        raise ValidationError("Please give a reason for the rejection.", code="reason_missing")
+    return Scenario.objects.filter(pk__in=list(scenario_ids), review_status=Scenario.Review.PENDING).update(
+        review_status=Scenario.Review.REJECTED, review_note=reason, reviewed_by=by, reviewed_at=now or timezone.now()
+    )

@@ -17,8 +17,9 @@ from django.utils import timezone
 from modelloop import selectors as modelloop_selectors
 from modelloop import services as modelloop_services
 
-from ..models import Annotator, Assignment, AssignmentItem, Context, Judgment, Scenario
+from ..models import Annotator, Assignment, AssignmentItem, Context, ItemReport, Judgment, Scenario
 from .assignment import AssignmentExpired, assignment_renew
+from .reports import page_comment_save, report_text_clean
 
 
 @dataclass(frozen=True)
@@ -69,13 +70,16 @@ def assignment_submit_ratings(
     ratings: list[RatingInput],
     page_token: uuid.UUID,
     renew_expired: bool = False,
+    comment: str = "",
     now=None,
 ) -> list[Judgment]:
-    """Store the initial judgments of one page, once.
+    """Store the initial judgments of one page, once, and its optional comment.
 
     Each judgment records the current model's score and the delta at this moment; where a
-    score is missing, scoring is queued and the check is shown when it arrives. A repeated
-    submit of the same page (same page token) returns the stored judgments. Each judgment's
+    score is missing, scoring is queued and the check is shown when it arrives. Scenarios
+    the annotator reported (``item_report``) are skipped: the page is complete without
+    them, and a rating given for one anyway is not stored. A repeated submit of the same
+    page (same page token) returns the stored judgments. Each judgment's
     ``seconds_spent`` is the page's time on the server clock, from its first render
     (``assignment_mark_rendered``; a page never rendered counts from its creation), shared
     equally among its scenarios.
@@ -84,17 +88,25 @@ def assignment_submit_ratings(
     """
     now = now or timezone.now()
     checked = [RatingInput(r.scenario_id, *rating_check(score=r.score, modality=r.modality)) for r in ratings]
-    tokens = {r.scenario_id: judgment_token(page_token, f"initial-{r.scenario_id}") for r in checked}
+    report_text_clean(comment, what="comment")  # refused before anything is written
 
     with transaction.atomic():
         assignment = Assignment.objects.select_for_update().get(pk=assignment_id, annotator=annotator)
+        items = list(assignment.items.select_related("scenario"))
+        reported = set(
+            ItemReport.objects.filter(
+                annotator=annotator, scenario_id__in=[i.scenario_id for i in items]
+            ).values_list("scenario_id", flat=True)
+        )
+        items = [i for i in items if i.scenario_id not in reported]
+        checked = [r for r in checked if r.scenario_id not in reported]
+        tokens = {r.scenario_id: judgment_token(page_token, f"initial-{r.scenario_id}") for r in checked}
         existing = list(Judgment.objects.filter(annotator=annotator, client_token__in=tokens.values()))
         if existing:
             return existing  # the same page submitted twice: already stored
         if assignment.status not in (Assignment.Status.ACTIVE, Assignment.Status.EXPIRED):
             raise ValidationError("This page was already submitted.", code="already_submitted")
 
-        items = list(assignment.items.select_related("scenario"))
         item_ids = {i.scenario_id for i in items}
         given_ids = [r.scenario_id for r in checked]
         if len(set(given_ids)) != len(given_ids) or set(given_ids) != item_ids:
@@ -140,6 +152,7 @@ def assignment_submit_ratings(
         assignment.status = Assignment.Status.SUBMITTED
         assignment.submitted_at = now
         assignment.save(update_fields=["status", "submitted_at"])
+        page_comment_save(annotator=annotator, assignment=assignment, text=comment)
         if missing:
             modelloop_services.scoring_enqueue(
                 scenario_ids=missing, model_version_id=version.pk if version else None

@@ -1,5 +1,6 @@
-"""The annotator's pages, one module per step: onboarding (consent), rating, checks,
-entry (crowd entry, log-in, signup, finish); ``common`` holds the annotator gate.
+"""The annotator's pages, one module per step: onboarding (consent), rating, reports (report
+and skip an item), checks, entry (crowd entry, log-in, signup, finish); ``common`` holds
+the annotator gate.
 
 Thin views: parse the form (``annotation.forms``), call one service or selector, render.
 Every page works without JavaScript; frontend/static/morale/keys.js only adds keyboard
@@ -10,6 +11,7 @@ from .checks import check, late_checks
 from .entry import LoginView, crowd_entry, finish, signup
 from .onboarding import consent, start
 from .rating import add_scenario, next_page, rate, review
+from .reports import report_item
 
 __all__ = [
     "LoginView",
@@ -21,6 +23,7 @@ __all__ = [
     "late_checks",
     "next_page",
     "rate",
+    "report_item",
     "review",
     "signup",
     "start",

@@ -6,10 +6,11 @@ from django.conf import settings
 from django.contrib.auth import login, logout
 from django.contrib.auth import views as auth_views
 from django.http import Http404, HttpRequest, HttpResponse
-from django.shortcuts import redirect, render
+from django.shortcuts import redirect, render, resolve_url
 from django.views.decorators.http import require_http_methods
 
 from morale import client_ip
+from morale.roles import is_researcher
 
 from .. import crowd, forms, selectors, services
 from .common import annotator_required
@@ -105,9 +106,15 @@ def login_locked_out(request: HttpRequest, original_response=None, credentials=N
 
 
 class LoginView(auth_views.LoginView):
-    """Django's login page; links to the sign-up page when self-signup is on."""
+    """Django's login page; links to the sign-up page when self-signup is on. Researchers
+    land on their dashboard (``/research/``), annotators on their work; a ``?next=`` wins."""
 
     template_name = "registration/login.html"
+
+    def get_default_redirect_url(self):
+        if is_researcher(self.request.user):
+            return resolve_url("annotation:dashboard")
+        return super().get_default_redirect_url()
 
     def get_context_data(self, **kwargs):
         return {**super().get_context_data(**kwargs), "self_signup": settings.MORALE_SELF_SIGNUP}

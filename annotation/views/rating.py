@@ -40,15 +40,18 @@ def next_page(request: HttpRequest) -> HttpResponse:
 def _render_rating(request, assignment, *, posted=None, status=200, expired=False, gone=False, error=None):
     services.assignment_mark_rendered(assignment=assignment)  # seconds_spent counts from the first render
     progress = selectors.annotator_progress(annotator=request.annotator)
+    reported = selectors.reports_on_page(annotator=request.annotator, assignment=assignment)
     return render(
         request,
         "annotation/rate.html",
         {
             "assignment": assignment,
             "context": assignment.context,
-            "rows": forms.rating_rows(assignment, posted),
+            "rows": forms.rating_rows(assignment, posted, reported),
             "score_labels": SCORE_LABELS,
             "modality_help": MODALITY_HELP,
+            "report_reasons": forms.REPORT_REASONS,
+            "page_comment": (posted or {}).get("page_comment", ""),
             "page_token": (posted or {}).get("page_token") or uuid.uuid4(),
             "progress": progress,
             "expired": expired,
@@ -71,7 +74,8 @@ def rate(request: HttpRequest, assignment_id: int) -> HttpResponse:
         return _render_rating(request, assignment)
 
     posted = request.POST.dict()
-    ratings, errors = forms.ratings_from_post(assignment, posted)
+    reported = selectors.reports_on_page(annotator=request.annotator, assignment=assignment)
+    ratings, errors = forms.ratings_from_post(assignment, posted, reported)
     if errors:
         return _render_rating(
             request, assignment, posted=posted, status=400, error="Some answers are missing; they are marked below."
@@ -83,6 +87,7 @@ def rate(request: HttpRequest, assignment_id: int) -> HttpResponse:
             ratings=ratings,
             page_token=forms.page_token(request.POST),
             renew_expired=posted.get("renew") == "1",
+            comment=posted.get("page_comment", ""),
         )
     except services.AssignmentExpired:
         return _render_rating(request, assignment, posted=posted, status=409, expired=True)
@@ -110,6 +115,12 @@ def review(request: HttpRequest, assignment_id: int) -> HttpResponse:
     return redirect("annotation:next")
 
 
+_ADDED_MESSAGE = {
+    "pool": "Thank you: your scenario joins the pool for other annotators.",
+    "review": "Thank you: a researcher will look at your scenario before other annotators rate it.",
+}
+
+
 @annotator_required
 @require_http_methods(["GET", "POST"])
 def add_scenario(request: HttpRequest, assignment_id: int) -> HttpResponse:
@@ -127,7 +138,7 @@ def add_scenario(request: HttpRequest, assignment_id: int) -> HttpResponse:
         except ValidationError as exc:
             error = " ".join(exc.messages)
         else:
-            messages.success(request, "Thank you: your scenario joins the pool for other annotators.")
+            messages.success(request, _ADDED_MESSAGE[settings.MORALE_WRITTEN_SCENARIOS])
             return redirect("annotation:next")
     return render(
         request,

@@ -12,6 +12,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import environ
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 
@@ -205,6 +206,14 @@ MORALE_CONSENT_VERSION = env.str("MORALE_CONSENT_VERSION", default="2026-11-v1")
 # lets the annotator go on; the check is then offered later in the session.
 MORALE_SCORE_WAIT_SECONDS = env.int("MORALE_SCORE_WAIT_SECONDS", default=20)
 MORALE_SCENARIO_MAX_CHARS = env.int("MORALE_SCENARIO_MAX_CHARS", default=500)
+# What happens to a scenario an annotator writes: "pool" (straight into the pool, as in the
+# paper) or "review" (scored, but held until a researcher approves it in the admin).
+MORALE_WRITTEN_SCENARIOS = env.str("MORALE_WRITTEN_SCENARIOS", default="pool")
+if MORALE_WRITTEN_SCENARIOS not in ("pool", "review"):
+    raise ImproperlyConfigured(f"MORALE_WRITTEN_SCENARIOS must be 'pool' or 'review', not {MORALE_WRITTEN_SCENARIOS!r}")
+# Reports ("report this item") from this many annotators take a scenario out of the pool
+# until a researcher keeps or retires it (0: reports never take it out).
+MORALE_REPORTS_TO_HOLD = env.int("MORALE_REPORTS_TO_HOLD", default=2)
 MORALE_SCORER_BATCH_SIZE = env.int("MORALE_SCORER_BATCH_SIZE", default=32)
 MORALE_SWEEP_INTERVAL_SECONDS = env.int("MORALE_SWEEP_INTERVAL_SECONDS", default=60)
 # A local Hugging Face VLM checkpoint directory (e.g. /models/Qwen2-VL-2B-Instruct). GPU

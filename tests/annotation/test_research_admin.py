@@ -1,6 +1,7 @@
 """The admin for researchers: the researcher role, lists, filters, bulk actions, background exports."""
 
 import json
+import uuid
 from unittest import mock
 
 import pytest
@@ -10,7 +11,15 @@ from django.urls import reverse
 
 from annotation import services, tasks
 from annotation.dataset.export import service as export_service
-from annotation.models import Annotator, AnnotatorScreening, DatasetExport, Scenario
+from annotation.models import (
+    Annotator,
+    AnnotatorScreening,
+    DatasetExport,
+    ItemReport,
+    Judgment,
+    PageComment,
+    Scenario,
+)
 from morale.roles import RESEARCHER_GROUP, is_researcher, researcher_make
 from modelloop.models import Prediction
 from tests.annotation.dataset.helpers import rate_page, rated_context
@@ -93,7 +102,10 @@ def test_add_researcher_refuses_an_annotator_with_judgments():
 # --- lists ----------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     "model",
-    ["context", "scenario", "judgment", "disagreement", "annotator", "datasetexport", "assignment"],
+    [
+        "context", "scenario", "judgment", "disagreement", "annotator", "datasetexport", "assignment",
+        "writtenscenario", "reportedscenario", "itemreport", "pagecomment",
+    ],
 )
 def test_every_research_list_opens_for_a_researcher(researcher_client, model):
     rated_context([[(1, "text"), (5, "image")]])
@@ -240,3 +252,182 @@ def test_a_staff_user_without_the_role_cannot_export(client, django_user_model):
     )
     assert response.status_code == 403
     assert not DatasetExport.objects.exists()
+
+
+# --- numbers and the grounding-check answer (issue 15, item 7) -------------------------------------
+def test_scores_show_two_decimals_in_judgments_disagreements_and_predictions(researcher_client):
+    context = make_context()
+    far = make_scenarios(context, 1)[0]
+    predict(far, 3.69447660446167)
+    rate_page(AnnotatorFactory(), context, {far.pk: (1, "text")})
+    for model in ("judgment", "disagreement"):
+        page = changelist(researcher_client, model).content.decode()
+        assert "3.69" in page and "2.69" in page and "3.6944" not in page, model
+    page = researcher_client.get(reverse("admin:modelloop_prediction_changelist")).content.decode()
+    assert "3.69" in page and "3.6944" not in page
+
+
+@pytest.mark.parametrize(
+    ("first", "again", "shown"),
+    [
+        ((4, "text"), (4, "text"), "kept 4"),
+        ((4, "text"), (4, "both"), "kept 4, modality text -&gt; both"),
+        ((4, "text"), (2, "text"), "revised 4 -&gt; 2"),
+        ((4, "image"), (1, "both"), "revised 4 -&gt; 1, modality image -&gt; both"),
+        ((4, "text"), None, "not answered yet"),
+    ],
+)
+def test_at_the_check_says_what_was_kept_and_what_changed(researcher_client, first, again, shown):
+    context = make_context()
+    scenario = make_scenarios(context, 1)[0]
+    predict(scenario, 1.5)
+    annotator = AnnotatorFactory()
+    initial = rate_page(annotator, context, {scenario.pk: first})[scenario.pk]
+    if again is not None:
+        services.judgment_reconfirm(
+            annotator=annotator, judgment_id=initial.pk, score=again[0], modality=again[1], page_token=uuid.uuid4()
+        )
+    page = changelist(researcher_client, "disagreement").content.decode()
+    assert f'<td class="field-check_answer">{shown}</td>' in page
+
+
+# --- researchers land on the dashboard (issue 15, item 7) ------------------------------------------
+def test_a_researcher_signs_in_to_the_dashboard_and_an_annotator_to_the_work(client, researcher):
+    response = client.post(reverse("login"), {"username": "rita", "password": "pw-for-tests-123"})
+    assert response.status_code == 302 and response.url == reverse("annotation:dashboard")
+    client.logout()
+    response = client.post(reverse("login") + "?next=/admin/", {"username": "rita", "password": "pw-for-tests-123"})
+    assert response.url == "/admin/"  # an explicit next still wins
+    client.logout()
+    annotator = AnnotatorFactory()
+    annotator.user.set_password("pw-for-tests-456")
+    annotator.user.save()
+    response = client.post(reverse("login"), {"username": annotator.user.username, "password": "pw-for-tests-456"})
+    assert response.url == reverse("annotation:start")
+
+
+# --- review queues (issue 15, items 5 and 6) --------------------------------------------------------
+def written(context, annotator, text, status=Scenario.Review.PENDING):
+    return services.scenario_create(
+        context=context, text=text, origin=Scenario.Origin.ANNOTATOR, author=annotator, review_status=status
+    )
+
+
+def test_written_scenarios_queue_shows_the_held_ones_first_and_approves_in_bulk(researcher_client, researcher):
+    context = make_context("a dog outside a shop")
+    author = AnnotatorFactory()
+    held = [written(context, author, f"held {i}") for i in range(2)]
+    in_pool = written(context, author, "already accepted", status=Scenario.Review.ACCEPTED)
+    page = changelist(researcher_client, "writtenscenario").content.decode()
+    assert "held 0" in page and "held 1" in page and "already accepted" not in page  # default: waiting
+    assert "already accepted" in changelist(researcher_client, "writtenscenario", review="all").content.decode()
+    assert context.image.url in page  # the image, to judge whether the text fits it
+
+    response = act(researcher_client, "writtenscenario", "approve", [s.pk for s in held])
+    assert "2 scenario(s) approved" in response.content.decode()
+    assert set(Scenario.objects.filter(pk__in=[s.pk for s in held]).values_list("review_status", "reviewed_by")) == {
+        ("accepted", researcher.pk)
+    }
+    in_pool.refresh_from_db()
+    assert in_pool.reviewed_by is None
+
+
+def test_reject_asks_for_a_reason_then_rejects_every_selected_scenario(researcher_client):
+    context = make_context()
+    author = AnnotatorFactory()
+    held = [written(context, author, f"unrelated {i}") for i in range(2)]
+    url = reverse("admin:annotation_writtenscenario_changelist")
+    ids = [str(s.pk) for s in held]
+    asked = researcher_client.post(url, {"action": "reject", "_selected_action": ids})
+    assert asked.status_code == 200 and "Reject 2 scenarios" in asked.content.decode()
+    assert set(Scenario.objects.values_list("review_status", flat=True)) == {"pending"}
+
+    empty = researcher_client.post(url, {"action": "reject", "_selected_action": ids, "apply": "yes", "reason": "  "})
+    assert empty.status_code == 200 and "This field is required" in empty.content.decode()
+    assert set(Scenario.objects.values_list("review_status", flat=True)) == {"pending"}
+
+    done = researcher_client.post(
+        url, {"action": "reject", "_selected_action": ids, "apply": "yes", "reason": "not about the image"}, follow=True
+    )
+    assert "2 scenario(s) rejected" in done.content.decode()
+    assert set(Scenario.objects.values_list("review_status", "review_note")) == {("rejected", "not about the image")}
+
+
+def test_reported_queue_counts_reports_filters_by_reason_and_keeps_or_retires(researcher_client, researcher):
+    context = make_context()
+    broken, rude = make_scenarios(context, 2)
+    for annotator, reason, scenario in [
+        (AnnotatorFactory(), "broken_image", broken),
+        (AnnotatorFactory(), "broken_image", broken),
+        (AnnotatorFactory(), "offensive", rude),
+    ]:
+        page = services.assignment_get_or_create(annotator=annotator)
+        services.item_report(annotator=annotator, assignment_id=page.pk, scenario_id=scenario.pk, reason=reason)
+    page = changelist(researcher_client, "reportedscenario").content.decode()
+    assert broken.text in page and rude.text not in page  # default: the held ones
+    everything = changelist(researcher_client, "reportedscenario", decision="all").content.decode()
+    assert "broken image x2" in everything and "offensive x1" in everything and ">2 (2)<" in everything
+    by_reason = changelist(researcher_client, "reportedscenario", decision="all", reason="offensive").content.decode()
+    assert rude.text in by_reason and broken.text not in by_reason
+    scenario_list = changelist(researcher_client, "scenario", reported="yes").content.decode()
+    assert broken.text in scenario_list and rude.text in scenario_list
+    reports = changelist(researcher_client, "itemreport", reason__exact="broken_image").content.decode()
+    assert reports.count('class="field-reason"') == 2
+
+    act(researcher_client, "reportedscenario", "keep", [broken.pk])
+    broken.refresh_from_db()
+    assert broken.review_status == "accepted" and not broken.is_retired
+    response = researcher_client.post(  # on the list of every reported scenario (one report does not hold it)
+        reverse("admin:annotation_reportedscenario_changelist") + "?decision=all",
+        {"action": "retire", "_selected_action": [rude.pk]},
+        follow=True,
+    )
+    assert "1 scenario(s) retired" in response.content.decode()
+    rude.refresh_from_db()
+    assert rude.is_retired
+    assert set(ItemReport.objects.values_list("scenario_id", "decision", "decided_by")) == {
+        (broken.pk, "kept", researcher.pk), (rude.pk, "retired", researcher.pk)
+    }
+
+
+def test_review_rows_are_read_only_and_need_the_right_to_change_scenarios(client, researcher_client, django_user_model):
+    context = make_context()
+    held = written(context, AnnotatorFactory(), "a held one")
+    # The change page shows the row but cannot edit it: decisions go through the actions.
+    change = researcher_client.get(reverse("admin:annotation_writtenscenario_change", args=[held.pk])).content.decode()
+    assert 'name="review_status"' not in change
+    assert researcher_client.get(reverse("admin:annotation_scenario_change", args=[held.pk])).status_code == 200
+    assert 'name="review_status"' not in researcher_client.get(
+        reverse("admin:annotation_scenario_change", args=[held.pk])
+    ).content.decode()
+    viewer = django_user_model.objects.create_user("viewer", password="pw-for-tests-123", is_staff=True)
+    from django.contrib.auth.models import Permission
+
+    viewer.user_permissions.add(Permission.objects.get(codename="view_writtenscenario"))
+    client.force_login(viewer)
+    page = client.get(reverse("admin:annotation_writtenscenario_changelist")).content.decode()
+    assert "a held one" in page and 'value="approve"' not in page
+    client.post(
+        reverse("admin:annotation_writtenscenario_changelist"), {"action": "approve", "_selected_action": [held.pk]}
+    )
+    held.refresh_from_db()
+    assert held.review_status == "pending"
+
+
+def test_page_comments_show_in_the_admin_and_on_their_page(researcher_client):
+    context = make_context()
+    scenarios = make_scenarios(context, 2)
+    annotator = AnnotatorFactory()
+    page = services.assignment_get_or_create(annotator=annotator)
+    services.assignment_submit_ratings(
+        annotator=annotator,
+        assignment_id=page.pk,
+        ratings=[services.RatingInput(s.pk, 3, "text") for s in scenarios],
+        page_token=uuid.uuid4(),
+        comment="scenario 2 <b>repeats</b> scenario 1",
+    )
+    listed = changelist(researcher_client, "pagecomment").content.decode()
+    assert "scenario 2 &lt;b&gt;repeats&lt;/b&gt; scenario 1" in listed
+    detail = researcher_client.get(reverse("admin:annotation_assignment_change", args=[page.pk])).content.decode()
+    assert "repeats" in detail
+    assert PageComment.objects.count() == 1 and Judgment.objects.count() == 2
