@@ -1,4 +1,4 @@
-"""Writes of the annotation app, one module per entity: annotators, content, assignment, judgments.
+"""Writes of the annotation app, one module per entity: annotators, onboarding, content, assignment, judgments.
 
 Views, the admin, the API, tasks and commands call them through this package
 (``services.assignment_submit_ratings``, so ``mock.patch("annotation.services.X")`` works);
@@ -29,15 +29,40 @@ from .content import (
     scenario_text_clean,
     scenarios_set_retired,
 )
-from .judgments import RatingInput, assignment_submit_ratings, judgment_reconfirm, judgment_token, rating_check
+from .judgments import (
+    MODALITY_MISSING,
+    SCORE_MISSING,
+    CheckAnswer,
+    RatingInput,
+    assignment_submit_ratings,
+    judgment_reconfirm,
+    judgment_token,
+    judgments_reconfirm,
+    modality_check,
+    rating_check,
+    score_check,
+)
+from .onboarding import (
+    PracticeAnswer,
+    PracticeItemInput,
+    instructions_mark_read,
+    practice_round_copy,
+    practice_round_create,
+    practice_submit,
+)
 from .screening import annotator_pause, annotator_reinstate, annotator_screen_out
 
 __all__ = [
     "CANDIDATE_CONTEXTS",
+    "MODALITY_MISSING",
+    "SCORE_MISSING",
     "AnnotatorNotActive",
     "AssignmentExpired",
     "AssignmentNoLongerAvailable",
+    "CheckAnswer",
     "CrowdEntryRefused",
+    "PracticeAnswer",
+    "PracticeItemInput",
     "RatingInput",
     "StudyFull",
     "annotator_create",
@@ -57,10 +82,17 @@ __all__ = [
     "context_update",
     "contexts_set_active",
     "crowd_annotator",
+    "instructions_mark_read",
     "judgment_reconfirm",
     "judgment_token",
+    "judgments_reconfirm",
+    "modality_check",
+    "practice_round_copy",
+    "practice_round_create",
+    "practice_submit",
     "rating_check",
     "scenario_add_by_annotator",
+    "score_check",
     "scenario_create",
     "scenario_text_clean",
     "scenarios_set_retired",

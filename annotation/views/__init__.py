@@ -1,14 +1,15 @@
-"""The annotator's pages, one module per step: onboarding (consent), rating, checks,
-entry (crowd entry, log-in, signup, finish); ``common`` holds the annotator gate.
+"""The annotator's pages, one module per step: onboarding (consent, instructions,
+practice), rating, checks, entry (crowd entry, log-in, signup, finish); ``common`` holds
+the annotator gate.
 
 Thin views: parse the form (``annotation.forms``), call one service or selector, render.
-Every page works without JavaScript; frontend/static/morale/keys.js only adds keyboard
-shortcuts. Imported by ``annotation.urls`` and ``morale.urls``.
+Every page works without JavaScript; frontend/static/morale/keys.js adds keyboard
+shortcuts and page.js the phone layout's toggles and the on-page errors before sending. Imported by ``annotation.urls`` and ``morale.urls``.
 """
 
 from .checks import check, late_checks
 from .entry import LoginView, crowd_entry, finish, signup
-from .onboarding import consent, start
+from .onboarding import consent, instructions, practice, start
 from .rating import add_scenario, next_page, rate, review
 
 __all__ = [
@@ -18,8 +19,10 @@ __all__ = [
     "consent",
     "crowd_entry",
     "finish",
+    "instructions",
     "late_checks",
     "next_page",
+    "practice",
     "rate",
     "review",
     "signup",

@@ -13,13 +13,18 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods
 
 from .. import forms, selectors, services
-from ..forms import MODALITY_HELP, SCORE_LABELS
+from ..forms import MISSING_MESSAGES, MODALITY_HELP, SCORE_LABELS
 from ..models import Assignment
 from .common import annotator_required, assignment_or_404
 
 
 @annotator_required
 def next_page(request: HttpRequest) -> HttpResponse:
+    """Where the annotator goes next: instructions or practice (a version not done yet),
+    checks whose score came late, then their open page or a new one."""
+    onboarding = selectors.onboarding_next_step(annotator=request.annotator)
+    if onboarding is not None:
+        return redirect(f"annotation:{onboarding}")
     if selectors.late_checks_for(annotator=request.annotator):
         return redirect("annotation:late_checks")
     try:
@@ -38,15 +43,16 @@ def next_page(request: HttpRequest) -> HttpResponse:
     return redirect("annotation:rate", assignment_id=assignment.pk)
 
 
-def _render_rating(request, assignment, *, posted=None, status=200, expired=False, gone=False, error=None):
+def _render_rating(request, assignment, *, posted=None, errors=None, status=200, expired=False, gone=False, error=None):
     progress = selectors.annotator_progress(annotator=request.annotator)
+    rows = forms.rating_rows(assignment, posted, errors)
     return render(
         request,
         "annotation/rate.html",
         {
             "assignment": assignment,
             "context": assignment.context,
-            "rows": forms.rating_rows(assignment, posted),
+            "rows": rows,
             "score_labels": SCORE_LABELS,
             "modality_help": MODALITY_HELP,
             "page_token": (posted or {}).get("page_token") or uuid.uuid4(),
@@ -54,7 +60,8 @@ def _render_rating(request, assignment, *, posted=None, status=200, expired=Fals
             "progress": progress,
             "expired": expired,
             "gone": gone,
-            "error": error,
+            "error": error or forms.errors_summary([(r["label"], r["errors"]) for r in rows]),
+            "missing": MISSING_MESSAGES,
         },
         status=status,
     )
@@ -74,9 +81,7 @@ def rate(request: HttpRequest, assignment_id: int) -> HttpResponse:
     posted = request.POST.dict()
     ratings, errors = forms.ratings_from_post(assignment, posted)
     if errors:
-        return _render_rating(
-            request, assignment, posted=posted, status=400, error="Some answers are missing; they are marked below."
-        )
+        return _render_rating(request, assignment, posted=posted, errors=errors, status=400)
     n = max(1, len(ratings))
     seconds = forms.seconds_since(request.POST)
     try:
@@ -109,7 +114,15 @@ def review(request: HttpRequest, assignment_id: int) -> HttpResponse:
     if step.name == "add":
         return redirect("annotation:add", assignment_id=assignment.pk)
     if step.name == "wait":
-        return render(request, "annotation/waiting.html", {"assignment": assignment, "context": assignment.context})
+        return render(
+            request,
+            "annotation/waiting.html",
+            {
+                "assignment": assignment,
+                "context": assignment.context,
+                "progress": selectors.annotator_progress(annotator=request.annotator),
+            },
+        )
     services.assignment_complete(annotator=request.annotator, assignment_id=assignment.pk)
     return redirect("annotation:next")
 
@@ -142,6 +155,7 @@ def add_scenario(request: HttpRequest, assignment_id: int) -> HttpResponse:
             "error": error,
             "text": text,
             "max_chars": settings.MORALE_SCENARIO_MAX_CHARS,
+            "progress": selectors.annotator_progress(annotator=request.annotator),
         },
         status=400 if error else 200,
     )

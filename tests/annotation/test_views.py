@@ -47,6 +47,16 @@ def form_for(page_html: str, score=3, modality="text", skip=()):
     return ids, data
 
 
+def hidden(page_html: str, name: str) -> str:
+    return re.search(rf'name="{name}" value="([^"]*)"', page_html).group(1)
+
+
+def check_page(client, url) -> tuple[str, dict]:
+    """The grounding-check page and the hidden fields its form sends (token, the signed checks)."""
+    page = client.get(url).content.decode()
+    return page, {name: hidden(page, name) for name in ("page_token", "rendered_at", "check_items")}
+
+
 def test_new_user_must_accept_the_content_warning_first(client):
     user = AnnotatorFactory(consent_version="", consented_at=None).user
     client.force_login(user)
@@ -97,10 +107,10 @@ def test_full_flow_disagreement_goes_to_grounding_check(client_for, annotator):
     assert scenarios[0].text in check and scenarios[1].text not in check
     assert re.search(r'class="model">1\.0<', check)
     initial = Judgment.objects.get(scenario=scenarios[0], annotator=annotator)
-    token = re.search(r'name="page_token" value="([^"]+)"', check).group(1)
+    _, fields = check_page(client, review.url)
     done = client.post(
         review.url,
-        {"page_token": token, f"modality-{initial.pk}": "image", f"decision-{initial.pk}": "revise", f"score-{initial.pk}": "2"},
+        {**fields, f"modality-{initial.pk}": "image", f"decision-{initial.pk}": "revise", f"score-{initial.pk}": "2"},
     )
     assert done.status_code == 302
     reconfirmed = Judgment.objects.get(revises=initial)
@@ -152,7 +162,8 @@ def test_any_agree_policy_offers_add_after_checks(client_for, annotator, setting
     _, data = form_for(client.get(rate_url).content.decode(), score=3)
     check_url = client.get(client.post(rate_url, data).url).url
     initial = Judgment.objects.get(scenario=scenarios[0], annotator=annotator)
-    done = client.post(check_url, {"page_token": str(uuid.uuid4()), f"modality-{initial.pk}": "text", f"decision-{initial.pk}": "keep"})
+    _, fields = check_page(client, check_url)
+    done = client.post(check_url, {**fields, f"modality-{initial.pk}": "text", f"decision-{initial.pk}": "keep"})
     assert client.get(done.url).url.endswith("/add/")
     assert Judgment.objects.get(revises=initial).score == 3
 
@@ -325,9 +336,9 @@ def _check_url_with_one_disagreement(client, annotator, score=5):
 def test_keep_with_a_different_score_is_refused_not_silently_dropped(client_for, annotator):
     client = client_for(annotator)
     check_url, initial = _check_url_with_one_disagreement(client, annotator)
+    _, fields = check_page(client, check_url)
     response = client.post(check_url, {
-        "page_token": str(uuid.uuid4()), f"modality-{initial.pk}": "text",
-        f"decision-{initial.pk}": "keep", f"score-{initial.pk}": "2",
+        **fields, f"modality-{initial.pk}": "text", f"decision-{initial.pk}": "keep", f"score-{initial.pk}": "2",
     })
     assert response.status_code == 400 and "Revise it to" in response.content.decode()
     assert not Judgment.objects.filter(phase="reconfirmed").exists()
