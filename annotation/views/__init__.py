@@ -4,7 +4,8 @@ the annotator gate.
 
 Thin views: parse the form (``annotation.forms``), call one service or selector, render.
 Every page works without JavaScript; frontend/static/morale/keys.js adds keyboard
-shortcuts and page.js the phone layout's toggles and the on-page errors before sending. Imported by ``annotation.urls`` and ``morale.urls``.
+shortcuts, page.js the phone layout's toggles and the on-page errors before sending.
+Imported by ``annotation.urls`` and ``morale.urls``.
 """
 
 from .checks import check, late_checks
