@@ -588,3 +588,120 @@ class DatasetExport(models.Model):
 
     def __str__(self) -> str:
         return f"export #{self.pk} ({self.format}, {self.status})"
+
+
+# --- onboarding: the instructions and the practice round after consent ---------------------
+# Versioned like the consent: an annotator who has read (or practised) version v is not sent
+# there again; a newer version sends everybody once (``OnboardingRecord``). The newest row is
+# the current one; editing a row in place (a typo) sends nobody again.
+
+
+class InstructionsVersion(models.Model):
+    """The instructions page (paper, figure 14 and appendix 11): the task, the 1-5 scale,
+    the modality definitions, the grounding check. The page also shows the scale labels and
+    the modality definitions the rating page uses, so the two never disagree."""
+
+    version = models.CharField(
+        max_length=32, unique=True, help_text='e.g. "2026-11-v2". A new version is shown to every annotator once.'
+    )
+    task = models.TextField(help_text="What annotators do. Blank lines separate paragraphs.")
+    scale = models.TextField(help_text="How to use the 1-5 scale (the five labels are shown below it).")
+    modality = models.TextField(help_text="Text, image or both (the definitions are shown below it).")
+    grounding_check = models.TextField(help_text="What a grounding check is, and the optional new scenario.")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-id"]
+        verbose_name = "instructions version"
+        constraints = [models.CheckConstraint(condition=~Q(version=""), name="instructions_version_not_empty")]
+
+    def __str__(self) -> str:
+        return f"instructions {self.version}"
+
+
+class PracticeRound(models.Model):
+    """A few practice items with known answers, shown after the instructions. The answers
+    get feedback and are kept on the annotator's ``OnboardingRecord``; they never become
+    judgments, so no export, figure or training run sees them."""
+
+    version = models.CharField(
+        max_length=32, unique=True, help_text='e.g. "practice-v2". A new version is shown to every annotator once.'
+    )
+    intro = models.TextField(help_text="Shown above the practice items. Blank lines separate paragraphs.")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-id"]
+        constraints = [models.CheckConstraint(condition=~Q(version=""), name="practice_round_version_not_empty")]
+
+    def __str__(self) -> str:
+        return f"practice {self.version}"
+
+
+class PracticeItem(models.Model):
+    """One practice scenario with its image, the scores that count as right, and the feedback."""
+
+    practice_round = models.ForeignKey(PracticeRound, on_delete=models.CASCADE, related_name="items")
+    position = models.PositiveSmallIntegerField(default=0)
+    # Under contexts/ so that it is served like the context images (the only public media).
+    image = models.ImageField(upload_to="contexts/practice/")
+    setting = models.CharField(max_length=300)
+    text = models.TextField(help_text="The scenario (an action in the setting).")
+    min_score = models.SmallIntegerField(help_text="Lowest score counted as right (1-5).")
+    max_score = models.SmallIntegerField(help_text="Highest score counted as right (1-5).")
+    modality = models.CharField(
+        max_length=8,
+        blank=True,
+        choices=[("", "any"), *Judgment.Modality.choices],
+        help_text="The modality counted as right; empty: any answer is fine.",
+    )
+    explanation = models.TextField(help_text="Feedback shown after the answer: why these scores.")
+
+    class Meta:
+        ordering = ["practice_round", "position", "id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(min_score__gte=1, max_score__lte=5, min_score__lte=models.F("max_score")),
+                name="practice_item_score_range_valid",
+            ),
+            models.CheckConstraint(
+                condition=Q(modality__in=["", "text", "image", "both"]), name="practice_item_modality_valid"
+            ),
+            models.CheckConstraint(condition=~Q(text=""), name="practice_item_text_not_empty"),
+        ]
+
+    def __str__(self) -> str:
+        return self.text[:80]
+
+    def accepts_score(self, score: int) -> bool:
+        return self.min_score <= score <= self.max_score
+
+    def accepts_modality(self, modality: str) -> bool:
+        return not self.modality or self.modality == modality
+
+
+class OnboardingRecord(models.Model):
+    """An annotator has read instructions version ``version``, or answered practice round
+    ``version`` (``answers``: what they chose per item and whether it was right)."""
+
+    class Step(models.TextChoices):
+        INSTRUCTIONS = "instructions", "read the instructions"
+        PRACTICE = "practice", "did the practice round"
+
+    annotator = models.ForeignKey(Annotator, on_delete=models.PROTECT, related_name="onboarding")
+    step = models.CharField(max_length=16, choices=Step.choices)
+    version = models.CharField(max_length=32)
+    answers = models.JSONField(default=list, blank=True, help_text="Practice: one entry per item.")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(step__in=["instructions", "practice"]), name="onboarding_record_step_valid"
+            ),
+            models.UniqueConstraint(fields=["annotator", "step", "version"], name="onboarding_record_once_per_version"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.annotator}: {self.get_step_display()} {self.version}"

@@ -6,6 +6,8 @@ Views, the API and the admin read through these; the services use the slot count
 
 from __future__ import annotations
 
+import math
+import statistics
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -16,7 +18,19 @@ from django.utils import timezone
 
 from modelloop import selectors as modelloop_selectors
 
-from .models import Annotator, Assignment, AssignmentItem, Context, ItemReport, Judgment, Scenario
+from .models import (
+    Annotator,
+    Assignment,
+    AssignmentItem,
+    Context,
+    InstructionsVersion,
+    ItemReport,
+    Judgment,
+    OnboardingRecord,
+    PracticeItem,
+    PracticeRound,
+    Scenario,
+)
 
 
 def assignment_for_annotator(*, annotator: Annotator, assignment_id: int) -> Assignment:
@@ -34,6 +48,7 @@ class ReviewItem:
     model_score: float | None  # None: no score yet (pending) or the model failed on the pair
     pending: bool  # scoring not finished
     reconfirmation: Judgment | None
+    model_version_id: int | None = None  # the version model_score comes from
 
     @property
     def delta(self) -> float | None:
@@ -61,11 +76,45 @@ def review_items(judgments: list[Judgment]) -> list[ReviewItem]:
     items = []
     for j in judgments:
         if j.model_score is not None:
-            score, pending = j.model_score, False
+            score, pending, version_id = j.model_score, False, j.model_version_id
         else:
             score, pending = late.score(j.scenario_id), late.pending(j.scenario_id)
-        items.append(ReviewItem(judgment=j, model_score=score, pending=pending, reconfirmation=reconfirmations.get(j.pk)))
+            version_id = late.version.pk if score is not None else None
+        items.append(
+            ReviewItem(
+                judgment=j,
+                model_score=score,
+                pending=pending,
+                reconfirmation=reconfirmations.get(j.pk),
+                model_version_id=version_id,
+            )
+        )
     return items
+
+
+def check_items_shown(
+    *, annotator: Annotator, shown: list[tuple[int, float | None, int | None]], assignment_id: int | None = None
+) -> list[ReviewItem]:
+    """The grounding checks a page showed, as it showed them, in its order: ``shown`` is
+    what the form carried, (initial judgment id, model score shown, its version id) each.
+    Judgments that are not initial ones of this annotator (or of that page) are left out."""
+    ids = [jid for jid, _, _ in shown]
+    judgments = Judgment.objects.filter(pk__in=ids, annotator=annotator, phase=Judgment.Phase.INITIAL)
+    if assignment_id is not None:
+        judgments = judgments.filter(assignment_id=assignment_id)
+    by_id = {j.pk: j for j in judgments.select_related("scenario", "scenario__context")}
+    reconfirmations = {j.revises_id: j for j in Judgment.objects.filter(revises__in=list(by_id))}
+    return [
+        ReviewItem(
+            judgment=by_id[jid],
+            model_score=score,
+            pending=False,
+            reconfirmation=reconfirmations.get(jid),
+            model_version_id=version_id,
+        )
+        for jid, score, version_id in shown
+        if jid in by_id
+    ]
 
 
 def assignment_review(*, assignment: Assignment) -> list[ReviewItem]:
@@ -109,7 +158,9 @@ def assignment_next_step(*, assignment: Assignment, now=None) -> NextStep:
     return NextStep("add" if offer_add else "done", items)
 
 
-LATE_CHECK_WINDOW = timedelta(hours=12)
+# One working session: the late checks are offered, and the session's pages counted, within it.
+WORKING_SESSION = timedelta(hours=12)
+LATE_CHECK_WINDOW = WORKING_SESSION
 
 
 def late_checks_for(*, annotator: Annotator, now=None) -> list[ReviewItem]:
@@ -133,11 +184,48 @@ def late_checks_for(*, annotator: Annotator, now=None) -> list[ReviewItem]:
     return [i for i in review_items(judgments) if i.needs_check]
 
 
+# How many of the annotator's latest pages set their pace (the median page time).
+PACE_PAGES = 10
+
+
 @dataclass(frozen=True)
 class Progress:
-    pages_done: int
-    judgments_done: int
-    contexts_left: int
+    pages_done: int  # every page completed
+    judgments_done: int  # every initial judgment
+    contexts_left: int  # images this annotator may still rate
+    session_pages: int = 0  # pages completed in this working session
+    session_target: int = 0  # MORALE_SESSION_TARGET_PAGES (0: no target)
+    seconds_per_page: float | None = None  # median time of their latest pages; None before the first
+
+    @property
+    def share(self) -> int | None:
+        """Per cent of the session's target done (at most 100), None without a target."""
+        if not self.session_target:
+            return None
+        return min(100, math.floor(100 * self.session_pages / self.session_target))
+
+    @property
+    def target_reached(self) -> bool:
+        return bool(self.session_target) and self.session_pages >= self.session_target
+
+    @property
+    def pages_to_go(self) -> int:
+        """Pages left to the target (or to the images left, if fewer); without a target, the images left."""
+        if not self.session_target:
+            return self.contexts_left
+        return max(0, min(self.session_target - self.session_pages, self.contexts_left))
+
+    @property
+    def few_images_left(self) -> bool:
+        """Whether the images left, not the target, end this session (or there is no target)."""
+        return not self.session_target or self.contexts_left < self.session_target - self.session_pages
+
+    @property
+    def minutes_left(self) -> int | None:
+        """Estimated minutes for ``pages_to_go`` at the annotator's own pace (rounded up)."""
+        if self.seconds_per_page is None or not self.pages_to_go:
+            return None
+        return max(1, math.ceil(self.seconds_per_page * self.pages_to_go / 60))
 
 
 def open_scenarios_for(annotator: Annotator):
@@ -174,13 +262,73 @@ def scenarios_with_report_count(scenarios):
     return scenarios.annotate(report_total=count(), report_open=count(decision=ItemReport.Decision.OPEN))
 
 
-def annotator_progress(*, annotator: Annotator) -> Progress:
+def annotator_progress(*, annotator: Annotator, now=None) -> Progress:
+    """Pages and ratings done, images left, this session's pages against its target, and the
+    annotator's pace: the median time from opening a page to finishing it (check and new
+    scenario included) over their latest PACE_PAGES pages, each counted at most the page's
+    time to live (a page left open over a break would skew it)."""
+    now = now or timezone.now()
     open_for_me = open_scenarios_for(annotator).filter(context=OuterRef("pk"))
+    completed = Assignment.objects.filter(annotator=annotator, status=Assignment.Status.COMPLETED)
+    longest = settings.MORALE_ASSIGNMENT_TTL_MINUTES * 60
+    latest = completed.order_by("-completed_at").values_list("created_at", "completed_at")[:PACE_PAGES]
+    durations = [min(longest, (done - opened).total_seconds()) for opened, done in latest if done and opened]
     return Progress(
-        pages_done=Assignment.objects.filter(annotator=annotator, status=Assignment.Status.COMPLETED).count(),
+        pages_done=completed.count(),
         judgments_done=Judgment.objects.filter(annotator=annotator, phase=Judgment.Phase.INITIAL).count(),
         contexts_left=Context.objects.filter(is_active=True).filter(Exists(open_for_me)).count(),
+        session_pages=completed.filter(completed_at__gte=now - WORKING_SESSION).count(),
+        session_target=max(0, settings.MORALE_SESSION_TARGET_PAGES),
+        seconds_per_page=statistics.median(durations) if durations else None,
     )
+
+
+# --- onboarding: instructions and practice (versioned like the consent) -------------------
+def instructions_versions():
+    """Instructions versions, newest (the one annotators get) first."""
+    return InstructionsVersion.objects.order_by("-id")
+
+
+def instructions_current() -> InstructionsVersion | None:
+    """The instructions annotators get: the newest version (None: a researcher deleted them all)."""
+    return instructions_versions().first()
+
+
+def practice_rounds_offered():
+    """Practice rounds annotators may get, newest first: those with items, none when
+    MORALE_PRACTICE_ENABLED is off."""
+    if not settings.MORALE_PRACTICE_ENABLED:
+        return PracticeRound.objects.none()
+    has_items = Exists(PracticeItem.objects.filter(practice_round=OuterRef("pk")))
+    return PracticeRound.objects.filter(has_items).order_by("-id")
+
+
+def practice_current() -> PracticeRound | None:
+    """The practice round annotators get (the newest with items), its items prefetched."""
+    return practice_rounds_offered().prefetch_related("items").first()
+
+
+def onboarding_next_step(*, annotator: Annotator) -> str | None:
+    """"instructions" or "practice" while the annotator has not done the current version of
+    it, else None. Asked when a new page starts, so a new version never interrupts a page."""
+    wanted = []
+    instructions = instructions_versions().values_list("version", flat=True).first()
+    if instructions is not None:
+        wanted.append((OnboardingRecord.Step.INSTRUCTIONS, instructions))
+    practice = practice_rounds_offered().values_list("version", flat=True).first()
+    if practice is not None:
+        wanted.append((OnboardingRecord.Step.PRACTICE, practice))
+    if not wanted:
+        return None
+    versions = Q()
+    for step, version in wanted:
+        versions |= Q(step=step, version=version)
+    done = set(OnboardingRecord.objects.filter(versions, annotator=annotator).values_list("step", "version"))
+    return next((str(step) for step, version in wanted if (step, version) not in done), None)
+
+
+def onboarding_record(*, annotator: Annotator, step: str, version: str) -> OnboardingRecord | None:
+    return OnboardingRecord.objects.filter(annotator=annotator, step=step, version=version).first()
 
 
 def annotators_working_now(*, now=None) -> int:

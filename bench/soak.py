@@ -158,6 +158,9 @@ class Annotator(threading.Thread):
             answer = self.post_form(path.strip("/") or "start", action.group(1) if action and action.group(1) else path,
                                     html, fields)
             return self.location(answer) if answer is not None and answer.status_code == 302 else path
+        onward = re.search(r'<a class="button primary" href="([^"]+)"', main)
+        if onward:  # a page that only leads on (practice feedback): follow its button
+            return onward.group(1)
         time.sleep(2)  # a waiting page (score still missing) polls by itself
         return url
 

@@ -26,6 +26,10 @@ EXTRA_PERMISSIONS = {
         "change_annotator",
         "add_datasetexport",
         "add_importbatch",
+        # the instructions and practice rounds annotators see after consent
+        "add_instructionsversion", "change_instructionsversion",
+        "add_practiceround", "change_practiceround",
+        "add_practiceitem", "change_practiceitem", "delete_practiceitem",
     ],
     "modelloop": ["change_modelversion"],
     "training": ["add_trainingrun"],

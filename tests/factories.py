@@ -10,7 +10,7 @@ from django.core.files.base import ContentFile
 from django.utils import timezone
 
 from annotation import services
-from annotation.models import Annotator, Context, Scenario
+from annotation.models import Annotator, Context, InstructionsVersion, OnboardingRecord, PracticeRound, Scenario
 from modelloop.models import ModelVersion, Prediction
 
 from .conftest import png_bytes
@@ -27,14 +27,32 @@ class UserFactory(factory.django.DjangoModelFactory):
 
 
 class AnnotatorFactory(factory.django.DjangoModelFactory):
-    """An active annotator who has consented to the current consent version."""
+    """An active annotator who has consented to the current consent version and, unless
+    ``onboarded=False``, read the current instructions and done the current practice round."""
 
     class Meta:
         model = Annotator
+        skip_postgeneration_save = True
 
     user = factory.SubFactory(UserFactory)
     consent_version = factory.LazyFunction(lambda: settings.MORALE_CONSENT_VERSION)
     consented_at = factory.LazyFunction(timezone.now)
+
+    @factory.post_generation
+    def onboarded(annotator, create, extracted, **kwargs):
+        if not create or extracted is False:
+            return
+        mark_onboarded(annotator)
+
+
+def mark_onboarded(annotator: Annotator) -> Annotator:
+    """Record that the annotator has read every instructions version and done every practice round."""
+    done = [(OnboardingRecord.Step.INSTRUCTIONS, v) for v in InstructionsVersion.objects.values_list("version", flat=True)]
+    done += [(OnboardingRecord.Step.PRACTICE, v) for v in PracticeRound.objects.values_list("version", flat=True)]
+    OnboardingRecord.objects.bulk_create(
+        (OnboardingRecord(annotator=annotator, step=s, version=v) for s, v in done), ignore_conflicts=True
+    )
+    return annotator
 
 
 def make_context(setting: str | None = None, **kwargs) -> Context:

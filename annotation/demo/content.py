@@ -233,3 +233,61 @@ DEMO_CONTEXTS: tuple[DemoContext, ...] = (
         ),
     ),
 )
+
+
+# --- the practice round ----------------------------------------------------------------
+# Shown after the instructions (annotation.models.PracticeRound). Photographs that ship with
+# scikit-image and that no demo context uses; each item has a clear answer and says why.
+
+
+@dataclass(frozen=True)
+class DemoPracticeItem:
+    slug: str
+    setting: str
+    text: str
+    score_range: tuple[int, int]
+    modality: str  # "" = any answer is fine
+    explanation: str
+    make_image: Callable[[], Image.Image]
+
+    def png_bytes(self) -> bytes:
+        return _render_png(self.make_image)
+
+
+DEMO_PRACTICE_VERSION = "demo-practice-v1"
+DEMO_PRACTICE_INTRO = (
+    "Rate these three actions the way you will rate the study's scenarios. They have fairly "
+    "clear answers, so after you send them you will see how your answers compare and why."
+)
+DEMO_PRACTICE: tuple[DemoPracticeItem, ...] = (
+    DemoPracticeItem(
+        slug="practice-coins",
+        setting="coins someone dropped on the floor of a shop",
+        text="picking up the coins and handing them back to the person who dropped them",
+        score_range=(4, 5),
+        modality="",
+        explanation="Returning what someone lost is clearly acceptable, whatever the picture shows: 4 or 5.",
+        make_image=skimage_photo("coins"),
+    ),
+    DemoPracticeItem(
+        slug="practice-library-page",
+        setting="a page of a book borrowed from the library",
+        text="tearing this page out of the library book to keep it",
+        score_range=(1, 2),
+        modality="text",
+        explanation=(
+            "Damaging a book that others will borrow is unacceptable; the text alone tells you so, "
+            "so the modality is text."
+        ),
+        make_image=skimage_photo("page"),
+    ),
+    DemoPracticeItem(
+        slug="practice-horse",
+        setting="a horse standing alone in a field",
+        text="riding the horse without asking its owner",
+        score_range=(1, 2),
+        modality="",
+        explanation="Using someone else's animal without asking is unacceptable: 1 or 2.",
+        make_image=skimage_photo("horse"),
+    ),
+)

@@ -1,5 +1,5 @@
-"""Writes of the annotation app, one module per entity: annotators, content, assignment, judgments,
-reports (item reports and page comments), screening.
+"""Writes of the annotation app, one module per entity: annotators, onboarding, content,
+assignment, judgments, reports (item reports and page comments), screening.
 
 Views, the admin, the API, tasks and commands call them through this package
 (``services.assignment_submit_ratings``, so ``mock.patch("annotation.services.X")`` works);
@@ -33,23 +33,42 @@ from .content import (
     scenarios_set_retired,
 )
 from .judgments import (
+    MODALITY_MISSING,
+    SCORE_MISSING,
+    CheckAnswer,
     RatingInput,
     assignment_mark_rendered,
     assignment_submit_ratings,
     checks_mark_shown,
     judgment_reconfirm,
     judgment_token,
+    judgments_reconfirm,
+    modality_check,
     rating_check,
+    score_check,
+)
+from .onboarding import (
+    PracticeAnswer,
+    PracticeItemInput,
+    instructions_mark_read,
+    practice_round_copy,
+    practice_round_create,
+    practice_submit,
 )
 from .reports import item_report, page_comment_save, reported_scenarios_keep, reported_scenarios_retire
 from .screening import annotator_pause, annotator_reinstate, annotator_screen_out
 
 __all__ = [
     "CANDIDATE_CONTEXTS",
+    "MODALITY_MISSING",
+    "SCORE_MISSING",
     "AnnotatorNotActive",
     "AssignmentExpired",
     "AssignmentNoLongerAvailable",
+    "CheckAnswer",
     "CrowdEntryRefused",
+    "PracticeAnswer",
+    "PracticeItemInput",
     "RatingInput",
     "StudyFull",
     "annotator_create",
@@ -71,14 +90,21 @@ __all__ = [
     "context_update",
     "contexts_set_active",
     "crowd_annotator",
+    "instructions_mark_read",
     "item_report",
     "judgment_reconfirm",
     "judgment_token",
+    "judgments_reconfirm",
+    "modality_check",
     "page_comment_save",
+    "practice_round_copy",
+    "practice_round_create",
+    "practice_submit",
     "rating_check",
     "reported_scenarios_keep",
     "reported_scenarios_retire",
     "scenario_add_by_annotator",
+    "score_check",
     "scenario_create",
     "scenario_text_clean",
     "scenarios_approve",

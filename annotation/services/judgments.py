@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.db.models import Exists, F, OuterRef
+from django.db.models import Exists, F, OuterRef, Subquery
 from django.utils import timezone
 
 from modelloop import selectors as modelloop_selectors
@@ -29,10 +29,15 @@ class RatingInput:
     modality: str
 
 
-def rating_check(*, score, modality) -> tuple[int, str]:
-    """Validate one rating as typed; return (score, modality) or raise ValidationError."""
+# What a page says beside a control left empty (the pages' script says the same before sending).
+SCORE_MISSING = "Please choose a score from 1 to 5."
+MODALITY_MISSING = "Please say what helped you decide: text, image or both."
+
+
+def score_check(score) -> int:
+    """Validate a score as typed (a form's string, or a number); return it or raise ValidationError."""
     if score is None or score == "":
-        raise ValidationError("Please choose a score from 1 to 5.", code="score_missing")
+        raise ValidationError(SCORE_MISSING, code="score_missing")
     if isinstance(score, bool):
         raise ValidationError("The score must be a whole number from 1 to 5.", code="score_invalid")
     if isinstance(score, str):
@@ -45,11 +50,22 @@ def rating_check(*, score, modality) -> tuple[int, str]:
         score = int(score)
     if not isinstance(score, int) or not 1 <= score <= 5:
         raise ValidationError("The score must be a whole number from 1 to 5.", code="score_out_of_range")
+    return score
+
+
+def modality_check(modality) -> str:
+    """Validate a modality as typed; return it or raise ValidationError."""
+    if modality in (None, ""):
+        raise ValidationError(MODALITY_MISSING, code="modality_missing")
     if modality not in Judgment.Modality.values:
-        raise ValidationError(
-            "Please say what helped you decide: text, image or both.", code="modality_invalid"
-        )
-    return score, modality
+        raise ValidationError(MODALITY_MISSING, code="modality_invalid")
+    return modality
+
+
+def rating_check(*, score, modality) -> tuple[int, str]:
+    """Validate one rating as typed; return (score, modality) or raise ValidationError
+    (about the score first; ``score_check`` and ``modality_check`` report each on its own)."""
+    return score_check(score), modality_check(modality)
 
 
 # Foreign keys of a judgment come from rows the service has just read or locked; checking
@@ -160,6 +176,87 @@ def assignment_submit_ratings(
     return list(Judgment.objects.filter(annotator=annotator, client_token__in=tokens.values()))
 
 
+@dataclass(frozen=True)
+class CheckAnswer:
+    """One answer of a grounding-check page, with the model score that check showed."""
+
+    judgment_id: int  # the initial judgment checked
+    score: int | str
+    modality: str
+    model_score: float | None  # the model's score the page showed (None: it showed none)
+    model_version_id: int | None  # the version that score came from
+
+
+def judgments_reconfirm(
+    *,
+    annotator: Annotator,
+    answers: list[CheckAnswer],
+    page_token: uuid.UUID,
+    now=None,
+) -> list[Judgment]:
+    """Store the answers of one grounding-check page as reconfirmed judgments (the first
+    ones stay): all of them or none, in one transaction and one bulk write.
+
+    ``seconds_spent`` of each is the time since its check was first shown
+    (``checks_mark_shown``, server clock), shared among the page's answers; 0 for a check
+    that was never shown.
+
+    Each records the model score its check showed: the one stored with the initial
+    judgment at submit, else the one the page carried (a score that arrived later).
+    Idempotent: a check already answered (the same page sent twice, or the same check
+    answered in another tab) keeps its first answer and is returned with the new ones.
+    Raises Judgment.DoesNotExist when an id is not an initial judgment of this annotator,
+    ValidationError for a bad answer; either way nothing is stored.
+    """
+    now = now or timezone.now()
+    checked = [(a, *rating_check(score=a.score, modality=a.modality)) for a in answers]
+    ids = sorted({a.judgment_id for a in answers})
+    with transaction.atomic():
+        check_shown_at = AssignmentItem.objects.filter(
+            assignment_id=OuterRef("assignment_id"), scenario_id=OuterRef("scenario_id")
+        ).values("check_shown_at")[:1]
+        initials = {
+            j.pk: j
+            for j in Judgment.objects.select_related("scenario")
+            .annotate(check_shown_at=Subquery(check_shown_at))
+            .select_for_update(of=("self",))
+            .filter(pk__in=ids, annotator=annotator, phase=Judgment.Phase.INITIAL)
+            .order_by("id")  # id order: no deadlock with another page locking the same rows
+        }
+        if len(initials) != len(ids):
+            raise Judgment.DoesNotExist("Not an initial judgment of this annotator.")
+        answered = {j.revises_id: j for j in Judgment.objects.filter(revises_id__in=ids)}
+        new = []
+        for answer, score, modality in checked:
+            initial = initials[answer.judgment_id]
+            if initial.pk in answered:
+                continue
+            if initial.model_score is not None:
+                shown, shown_version_id = initial.model_score, initial.model_version_id
+            else:
+                shown, shown_version_id = answer.model_score, answer.model_version_id
+            judgment = Judgment(
+                annotator=annotator,
+                scenario=initial.scenario,
+                assignment_id=initial.assignment_id,
+                score=score,
+                modality=modality,
+                phase=Judgment.Phase.RECONFIRMED,
+                revises=initial,
+                model_version_id=shown_version_id if shown is not None else None,
+                model_score=shown,
+                delta=abs(score - shown) if shown is not None else None,
+                canary_passed=initial.scenario.canary_accepts(score) if initial.scenario.is_canary else None,
+                seconds_spent=_seconds_between(initial.check_shown_at or now, now) / max(1, len(answers)),
+                client_token=judgment_token(page_token, f"check-{initial.pk}"),
+            )
+            judgment.full_clean(exclude=_JUDGMENT_FK_FIELDS, validate_unique=False, validate_constraints=False)
+            answered[initial.pk] = judgment
+            new.append(judgment)
+        Judgment.objects.bulk_create(new)
+    return [answered[a.judgment_id] for a in answers]
+
+
 def judgment_reconfirm(
     *,
     annotator: Annotator,
@@ -167,57 +264,22 @@ def judgment_reconfirm(
     score,
     modality,
     page_token: uuid.UUID,
-    checks_on_page: int = 1,
     now=None,
 ) -> Judgment:
-    """Store the answer to a grounding check as a new reconfirmed judgment (the first stays).
-
-    Records the model score the annotator was shown. Idempotent per judgment: a second
-    answer to the same check returns the first one. ``seconds_spent`` is the time since the
-    check was first shown (``checks_mark_shown``, server clock), shared among the
-    ``checks_on_page`` checks answered together; 0 for a check that was never shown.
-    """
-    now = now or timezone.now()
-    score, modality = rating_check(score=score, modality=modality)
-    with transaction.atomic():
-        initial = (
-            Judgment.objects.select_related("scenario")
-            .select_for_update(of=("self",))
-            .get(pk=judgment_id, annotator=annotator, phase=Judgment.Phase.INITIAL)
-        )
-        already = Judgment.objects.filter(revises=initial).first()
-        if already is not None:
-            return already
-        shown = initial.model_score
-        shown_version = initial.model_version
-        if shown is None:  # the score arrived after submit: the check showed the current one
-            current = modelloop_selectors.scores_shown(scenario_ids=[initial.scenario_id])
-            shown = current.score(initial.scenario_id)
-            shown_version = current.version if shown is not None else None
-        shown_at = (
-            AssignmentItem.objects.filter(assignment_id=initial.assignment_id, scenario_id=initial.scenario_id)
-            .values_list("check_shown_at", flat=True)
-            .first()
-        )
-        seconds_spent = _seconds_between(shown_at or now, now) / max(1, checks_on_page)
-        judgment = Judgment(
-            annotator=annotator,
-            scenario=initial.scenario,
-            assignment_id=initial.assignment_id,
-            score=score,
-            modality=modality,
-            phase=Judgment.Phase.RECONFIRMED,
-            revises=initial,
-            model_version=shown_version,
-            model_score=shown,
-            delta=abs(score - shown) if shown is not None else None,
-            canary_passed=initial.scenario.canary_accepts(score) if initial.scenario.is_canary else None,
-            seconds_spent=seconds_spent,
-            client_token=judgment_token(page_token, f"check-{initial.pk}"),
-        )
-        judgment.full_clean(exclude=_JUDGMENT_FK_FIELDS, validate_unique=False, validate_constraints=False)
-        judgment.save()
-        return judgment
+    """Answer one grounding check (``judgments_reconfirm`` with one answer), recording the
+    model score a check of it shows now: the one stored at submit, else the current one."""
+    initial = Judgment.objects.only("scenario_id", "model_score").get(
+        pk=judgment_id, annotator=annotator, phase=Judgment.Phase.INITIAL
+    )
+    shown = version_id = None
+    if initial.model_score is None:
+        current = modelloop_selectors.scores_shown(scenario_ids=[initial.scenario_id])
+        shown = current.score(initial.scenario_id)
+        version_id = current.version.pk if shown is not None else None
+    answer = CheckAnswer(
+        judgment_id=judgment_id, score=score, modality=modality, model_score=shown, model_version_id=version_id
+    )
+    return judgments_reconfirm(annotator=annotator, answers=[answer], page_token=page_token, now=now)[0]
 
 
 # --- when pages were shown: the server's clock for seconds_spent ---------------------------

@@ -12,13 +12,18 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods
 
 from .. import forms, selectors, services
-from ..forms import MODALITY_HELP, SCORE_LABELS
+from ..forms import MISSING_MESSAGES, MODALITY_HELP, SCORE_LABELS
 from ..models import Assignment
 from .common import annotator_required, assignment_or_404
 
 
 @annotator_required
 def next_page(request: HttpRequest) -> HttpResponse:
+    """Where the annotator goes next: instructions or practice (a version not done yet),
+    checks whose score came late, then their open page or a new one."""
+    onboarding = selectors.onboarding_next_step(annotator=request.annotator)
+    if onboarding is not None:
+        return redirect(f"annotation:{onboarding}")
     if selectors.late_checks_for(annotator=request.annotator):
         return redirect("annotation:late_checks")
     try:
@@ -37,17 +42,18 @@ def next_page(request: HttpRequest) -> HttpResponse:
     return redirect("annotation:rate", assignment_id=assignment.pk)
 
 
-def _render_rating(request, assignment, *, posted=None, status=200, expired=False, gone=False, error=None):
+def _render_rating(request, assignment, *, posted=None, errors=None, status=200, expired=False, gone=False, error=None):
     services.assignment_mark_rendered(assignment=assignment)  # seconds_spent counts from the first render
     progress = selectors.annotator_progress(annotator=request.annotator)
     reported = selectors.reports_on_page(annotator=request.annotator, assignment=assignment)
+    rows = forms.rating_rows(assignment, posted, errors, reported)
     return render(
         request,
         "annotation/rate.html",
         {
             "assignment": assignment,
             "context": assignment.context,
-            "rows": forms.rating_rows(assignment, posted, reported),
+            "rows": rows,
             "score_labels": SCORE_LABELS,
             "modality_help": MODALITY_HELP,
             "report_reasons": forms.REPORT_REASONS,
@@ -56,7 +62,8 @@ def _render_rating(request, assignment, *, posted=None, status=200, expired=Fals
             "progress": progress,
             "expired": expired,
             "gone": gone,
-            "error": error,
+            "error": error or forms.errors_summary([(r["label"], r["errors"]) for r in rows]),
+            "missing": MISSING_MESSAGES,
         },
         status=status,
     )
@@ -77,9 +84,7 @@ def rate(request: HttpRequest, assignment_id: int) -> HttpResponse:
     reported = selectors.reports_on_page(annotator=request.annotator, assignment=assignment)
     ratings, errors = forms.ratings_from_post(assignment, posted, reported)
     if errors:
-        return _render_rating(
-            request, assignment, posted=posted, status=400, error="Some answers are missing; they are marked below."
-        )
+        return _render_rating(request, assignment, posted=posted, errors=errors, status=400)
     try:
         services.assignment_submit_ratings(
             annotator=request.annotator,
@@ -110,7 +115,15 @@ def review(request: HttpRequest, assignment_id: int) -> HttpResponse:
     if step.name == "add":
         return redirect("annotation:add", assignment_id=assignment.pk)
     if step.name == "wait":
-        return render(request, "annotation/waiting.html", {"assignment": assignment, "context": assignment.context})
+        return render(
+            request,
+            "annotation/waiting.html",
+            {
+                "assignment": assignment,
+                "context": assignment.context,
+                "progress": selectors.annotator_progress(annotator=request.annotator),
+            },
+        )
     services.assignment_complete(annotator=request.annotator, assignment_id=assignment.pk)
     return redirect("annotation:next")
 
@@ -149,6 +162,7 @@ def add_scenario(request: HttpRequest, assignment_id: int) -> HttpResponse:
             "error": error,
             "text": text,
             "max_chars": settings.MORALE_SCENARIO_MAX_CHARS,
+            "progress": selectors.annotator_progress(annotator=request.annotator),
         },
         status=400 if error else 200,
     )

@@ -41,7 +41,8 @@ def sub_setup(argv: list[str]) -> None:
     from django.utils import timezone
     from PIL import Image
 
-    from annotation.models import Annotator, Context, Scenario
+    from annotation import selectors
+    from annotation.models import Annotator, Context, OnboardingRecord, Scenario
     from modelloop import services as ml
     from modelloop.models import Prediction
 
@@ -79,8 +80,14 @@ def sub_setup(argv: list[str]) -> None:
             [User(username=f"{USER_PREFIX}{i}", password=hashed) for i in range(a.clients)]
         )
         now = timezone.now()
-        Annotator.objects.bulk_create(
+        annotators = Annotator.objects.bulk_create(
             [Annotator(user=u, consent_version=settings.MORALE_CONSENT_VERSION, consented_at=now) for u in users]
+        )
+        # They have read the instructions and practised (the load is the rating work).
+        done = [("instructions", v.version) for v in [selectors.instructions_current()] if v]
+        done += [("practice", v.version) for v in [selectors.practice_current()] if v]
+        OnboardingRecord.objects.bulk_create(
+            [OnboardingRecord(annotator=an, step=step, version=version) for an in annotators for step, version in done]
         )
     setup_s = time.perf_counter() - t
 

@@ -44,13 +44,19 @@ def sub_profile(argv: list[str]) -> None:
     from django.test import Client
     from django.utils import timezone
 
+    from annotation import selectors
     from annotation.models import Annotator as AnnotatorModel
+    from annotation.models import OnboardingRecord
 
     User = get_user_model()
     user = User.objects.create_user(username=f"bench-profile-{uuid.uuid4().hex[:6]}", password=PASSWORD)
-    AnnotatorModel.objects.create(
+    annotator = AnnotatorModel.objects.create(
         user=user, consent_version=settings.MORALE_CONSENT_VERSION, consented_at=timezone.now()
     )
+    # Onboarded: the profile is of the rating work, not of the instructions and practice pages.
+    for step, current in (("instructions", selectors.instructions_current()), ("practice", selectors.practice_current())):
+        if current is not None:
+            OnboardingRecord.objects.create(annotator=annotator, step=step, version=current.version)
     client = Client()
     client.force_login(user)
     rng = random.Random(7)

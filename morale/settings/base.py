@@ -202,6 +202,11 @@ MORALE_ASSIGNMENT_TTL_MINUTES = env.int("MORALE_ASSIGNMENT_TTL_MINUTES", default
 # Probability that an assignment page carries one canary scenario of its context.
 MORALE_CANARY_RATE = env.float("MORALE_CANARY_RATE", default=0.2)
 MORALE_CONSENT_VERSION = env.str("MORALE_CONSENT_VERSION", default="2026-11-v1")
+# Whether annotators do the practice round (the admin's current one) after the instructions.
+MORALE_PRACTICE_ENABLED = env.bool("MORALE_PRACTICE_ENABLED", default=True)
+# Pages an annotator is asked for in one working session: the progress line shows the share
+# done and a time estimate from their own pace (0: no target, only the count).
+MORALE_SESSION_TARGET_PAGES = env.int("MORALE_SESSION_TARGET_PAGES", default=10)
 # How long the grounding-check page waits (polling) for a missing model score before it
 # lets the annotator go on; the check is then offered later in the session.
 MORALE_SCORE_WAIT_SECONDS = env.int("MORALE_SCORE_WAIT_SECONDS", default=20)

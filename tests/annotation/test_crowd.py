@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from annotation import crowd, services
 from annotation.models import Annotator, Assignment
-from tests.factories import AnnotatorFactory, make_context, make_scenarios
+from tests.factories import AnnotatorFactory, make_context, make_scenarios, mark_onboarded
 
 pytestmark = pytest.mark.django_db
 
@@ -413,8 +413,9 @@ def test_a_completion_rule_of_zero_pages_shows_the_code_at_once(client, crowd_on
 
 # --- cap on concurrent sessions -------------------------------------------------------------
 def consented(annotator, settings):
+    """Ready to rate: consented, instructions read, practice done."""
     services.annotator_record_consent(annotator=annotator, version=settings.MORALE_CONSENT_VERSION)
-    return annotator
+    return mark_onboarded(annotator)
 
 
 def test_the_cap_turns_away_a_new_annotator_while_others_hold_pages(client, settings):

@@ -2,6 +2,7 @@
 
 import uuid
 from datetime import timedelta
+from unittest import mock
 
 import pytest
 from django.core.exceptions import ValidationError
@@ -10,7 +11,7 @@ from django.utils import timezone
 
 from annotation import services
 from annotation.models import Assignment, Judgment
-from tests.factories import AnnotatorFactory, make_context, make_scenarios, predict
+from tests.factories import AnnotatorFactory, current_version, make_context, make_scenarios, predict
 
 pytestmark = pytest.mark.django_db
 
@@ -201,3 +202,78 @@ def test_reconfirming_someone_elses_judgment_is_not_found(page):
             annotator=AnnotatorFactory(), judgment_id=first.pk, score=1, modality="text", page_token=uuid.uuid4()
         )
     assert Judgment.objects.filter(phase="reconfirmed").count() == 0
+
+
+# --- a grounding-check page: all answers or none -------------------------------------------
+def _disagreeing_page(page, n_scored=3):
+    """The page submitted with 5s while the model says 1.0 for its first ``n_scored`` scenarios."""
+    annotator, assignment = page
+    items = list(assignment.items.all())
+    for item in items[:n_scored]:
+        predict(item.scenario, 1.0)
+    return services.assignment_submit_ratings(
+        annotator=annotator, assignment_id=assignment.pk, ratings=ratings_for(assignment, score=5), page_token=uuid.uuid4()
+    )
+
+
+def answers_for(judgments, score=2, modality="image"):
+    return [services.CheckAnswer(j.pk, score, modality, j.model_score, j.model_version_id) for j in judgments]
+
+
+def test_a_check_page_is_stored_all_or_nothing(page):
+    annotator, _ = page
+    judgments = _disagreeing_page(page)
+    real_full_clean = Judgment.full_clean
+    calls = []
+
+    def fail_on_the_second(self, *args, **kwargs):
+        calls.append(self)
+        if len(calls) == 2:
+            raise ValidationError("the second answer fails")
+        return real_full_clean(self, *args, **kwargs)
+
+    with mock.patch.object(Judgment, "full_clean", fail_on_the_second), pytest.raises(ValidationError):
+        services.judgments_reconfirm(annotator=annotator, answers=answers_for(judgments), page_token=uuid.uuid4())
+    assert not Judgment.objects.filter(phase="reconfirmed").exists()  # the first answer is not left behind
+    stored = services.judgments_reconfirm(annotator=annotator, answers=answers_for(judgments), page_token=uuid.uuid4())
+    assert len(stored) == 3 and Judgment.objects.filter(phase="reconfirmed").count() == 3
+
+
+def test_a_check_page_is_one_bulk_write(page, django_assert_max_num_queries):
+    annotator, _ = page
+    answers = answers_for(_disagreeing_page(page))
+    with mock.patch.object(Judgment, "save", side_effect=AssertionError("one row at a time")):
+        with django_assert_max_num_queries(5):  # savepoint, lock the initials, the answered ones, one INSERT
+            services.judgments_reconfirm(annotator=annotator, answers=answers, page_token=uuid.uuid4())
+    assert Judgment.objects.filter(phase="reconfirmed").count() == 3
+
+
+def test_a_check_answered_before_keeps_its_first_answer(page):
+    annotator, _ = page
+    judgments = _disagreeing_page(page)
+    first = services.judgments_reconfirm(annotator=annotator, answers=answers_for(judgments[:1], score=4), page_token=uuid.uuid4())
+    page_answers = services.judgments_reconfirm(annotator=annotator, answers=answers_for(judgments, score=1), page_token=uuid.uuid4())
+    assert page_answers[0].pk == first[0].pk and page_answers[0].score == 4
+    assert [j.score for j in page_answers[1:]] == [1, 1]
+    assert Judgment.objects.filter(phase="reconfirmed").count() == 3
+
+
+def test_a_late_check_records_the_score_the_page_carried(page):
+    annotator, _ = page
+    judgments = _disagreeing_page(page, n_scored=0)  # no scores at submit
+    late = judgments[0]
+    version = current_version()
+    stored = services.judgments_reconfirm(
+        annotator=annotator,
+        answers=[services.CheckAnswer(late.pk, 5, "text", model_score=1.5, model_version_id=version.pk)],
+        page_token=uuid.uuid4(),
+    )[0]
+    assert (stored.model_score, stored.model_version, stored.delta) == (1.5, version, 3.5)
+
+
+def test_a_check_page_with_someone_elses_judgment_stores_nothing(page):
+    annotator, _ = page
+    judgments = _disagreeing_page(page)
+    with pytest.raises(Judgment.DoesNotExist):
+        services.judgments_reconfirm(annotator=AnnotatorFactory(), answers=answers_for(judgments), page_token=uuid.uuid4())
+    assert not Judgment.objects.filter(phase="reconfirmed").exists()

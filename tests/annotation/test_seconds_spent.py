@@ -94,7 +94,8 @@ def test_the_check_page_measures_from_when_it_was_shown(logged_in, annotator):
     items.update(check_shown_at=timezone.now() - timedelta(seconds=6))  # 6 s on the check page, 2 checks
     initial = Judgment.objects.filter(annotator=annotator, scenario__in=scenarios[:2])
     token = re.search(r'name="page_token" value="([^"]+)"', check_html).group(1)
-    answers = {"page_token": token, "rendered_at": f"{time.time() - 3600:.3f}"}
+    check_items = re.search(r'name="check_items" value="([^"]+)"', check_html).group(1)
+    answers = {"page_token": token, "check_items": check_items, "rendered_at": f"{time.time() - 3600:.3f}"}
     for j in initial:
         answers[f"modality-{j.pk}"], answers[f"decision-{j.pk}"] = "image", "keep"
     assert logged_in.post(check_url, answers).status_code == 302

@@ -2,12 +2,14 @@
 
 import re
 import uuid
+from unittest import mock
 
 import pytest
 from django.urls import reverse
 
-from annotation import services
-from annotation.models import Annotator, Assignment, Judgment, Scenario
+from annotation import forms, services
+from annotation.models import Annotator, Assignment, Context, Judgment, Scenario
+from modelloop.models import ModelVersion
 from tests.factories import AnnotatorFactory, make_context, make_scenarios, predict
 
 pytestmark = pytest.mark.django_db
@@ -44,6 +46,16 @@ def form_for(page_html: str, score=3, modality="text", skip=()):
         data[f"score-{sid}"] = str(score)
         data[f"modality-{sid}"] = modality
     return ids, data
+
+
+def hidden(page_html: str, name: str) -> str:
+    return re.search(rf'name="{name}" value="([^"]*)"', page_html).group(1)
+
+
+def check_page(client, url) -> tuple[str, dict]:
+    """The grounding-check page and the hidden fields its form sends (token, the signed checks)."""
+    page = client.get(url).content.decode()
+    return page, {name: hidden(page, name) for name in ("page_token", "check_items")}
 
 
 def test_new_user_must_accept_the_content_warning_first(client):
@@ -96,10 +108,10 @@ def test_full_flow_disagreement_goes_to_grounding_check(client_for, annotator):
     assert scenarios[0].text in check and scenarios[1].text not in check
     assert re.search(r'class="model">1\.0<', check)
     initial = Judgment.objects.get(scenario=scenarios[0], annotator=annotator)
-    token = re.search(r'name="page_token" value="([^"]+)"', check).group(1)
+    _, fields = check_page(client, review.url)
     done = client.post(
         review.url,
-        {"page_token": token, f"modality-{initial.pk}": "image", f"decision-{initial.pk}": "revise", f"score-{initial.pk}": "2"},
+        {**fields, f"modality-{initial.pk}": "image", f"decision-{initial.pk}": "revise", f"score-{initial.pk}": "2"},
     )
     assert done.status_code == 302
     reconfirmed = Judgment.objects.get(revises=initial)
@@ -151,7 +163,8 @@ def test_any_agree_policy_offers_add_after_checks(client_for, annotator, setting
     _, data = form_for(client.get(rate_url).content.decode(), score=3)
     check_url = client.get(client.post(rate_url, data).url).url
     initial = Judgment.objects.get(scenario=scenarios[0], annotator=annotator)
-    done = client.post(check_url, {"page_token": str(uuid.uuid4()), f"modality-{initial.pk}": "text", f"decision-{initial.pk}": "keep"})
+    _, fields = check_page(client, check_url)
+    done = client.post(check_url, {**fields, f"modality-{initial.pk}": "text", f"decision-{initial.pk}": "keep"})
     assert client.get(done.url).url.endswith("/add/")
     assert Judgment.objects.get(revises=initial).score == 3
 
@@ -324,9 +337,9 @@ def _check_url_with_one_disagreement(client, annotator, score=5):
 def test_keep_with_a_different_score_is_refused_not_silently_dropped(client_for, annotator):
     client = client_for(annotator)
     check_url, initial = _check_url_with_one_disagreement(client, annotator)
+    _, fields = check_page(client, check_url)
     response = client.post(check_url, {
-        "page_token": str(uuid.uuid4()), f"modality-{initial.pk}": "text",
-        f"decision-{initial.pk}": "keep", f"score-{initial.pk}": "2",
+        **fields, f"modality-{initial.pk}": "text", f"decision-{initial.pk}": "keep", f"score-{initial.pk}": "2",
     })
     assert response.status_code == 400 and "Revise it to" in response.content.decode()
     assert not Judgment.objects.filter(phase="reconfirmed").exists()
@@ -347,3 +360,192 @@ def test_only_context_images_are_served_from_media(client, settings, annotator):
     client.force_login(annotator.user)
     assert client.get(context.image.url).status_code == 200
     assert client.get("/media/exports/secret.jsonl").status_code == 404
+
+
+# --- the grounding-check page: what it showed, one transaction -----------------------------
+def _rate_page(client, *, score=5, modality="text"):
+    """Open a page and send it with every scenario rated ``score`` / ``modality``."""
+    rate_url = open_page(client)
+    _, data = form_for(client.get(rate_url).content.decode(), score=score, modality=modality)
+    return client.get(client.post(rate_url, data).url)
+
+
+def test_check_page_prefills_the_first_modality_advertises_its_keys_and_shows_progress(client_for, annotator):
+    client = client_for(annotator)
+    check_url, initial = _check_url_with_one_disagreement(client, annotator)
+    page, _ = check_page(client, check_url)
+    assert re.search(rf'name="modality-{initial.pk}" value="text" required aria-describedby="help-text" checked', page)
+    assert not re.search(rf'name="decision-{initial.pk}" value="\w+"[^>]* checked', page)  # that one is theirs to say
+    assert "<kbd>k</kbd> keep your score" in page
+    assert "Done: 0 of 10 pages (0%)" in page
+
+
+def test_a_score_that_arrives_between_showing_and_sending_the_check_is_checked_on_the_next_page(client_for, annotator):
+    scenarios = make_scenarios(make_context(), 3)
+    predict(scenarios[0], 1.0)  # disagrees with a 5
+    predict(scenarios[1], 5.0)  # scenarios[2]: no score yet
+    client = client_for(annotator)
+    check_url = _rate_page(client).url
+    assert check_url.endswith("/check/")
+    page, fields = check_page(client, check_url)
+    assert scenarios[2].text not in page
+    predict(scenarios[2], 1.0)  # the worker's score arrives: a second disagreement
+    first = Judgment.objects.get(scenario=scenarios[0], annotator=annotator)
+    done = client.post(check_url, {**fields, f"modality-{first.pk}": "text", f"decision-{first.pk}": "keep"})
+    assert done.status_code == 302  # not "Some answers are missing": the form answered what it showed
+    assert Judgment.objects.get(revises=first).score == 5
+    again = client.get(client.get(done.url).url).content.decode()  # review -> the new check
+    assert scenarios[2].text in again and scenarios[0].text not in again
+
+
+def test_late_checks_answer_what_their_page_showed_even_when_more_arrive(client_for, annotator, settings):
+    settings.MORALE_SCORE_WAIT_SECONDS = 0
+    make_scenarios(make_context(), 3)
+    make_scenarios(make_context(), 3)
+    client = client_for(annotator)
+    _rate_page(client)  # no scores yet: the annotator moves on
+    judged = list(Judgment.objects.filter(annotator=annotator))
+    predict(judged[0].scenario, 1.0)
+    page, fields = check_page(client, reverse("annotation:late_checks"))
+    assert judged[0].scenario.text in page and judged[1].scenario.text not in page
+    predict(judged[1].scenario, 1.0)  # arrives while the page is open
+    done = client.post(
+        reverse("annotation:late_checks"),
+        {**fields, f"modality-{judged[0].pk}": "image", f"decision-{judged[0].pk}": "revise", f"score-{judged[0].pk}": "3"},
+    )
+    assert done.status_code == 302
+    reconfirmed = Judgment.objects.get(revises=judged[0])
+    assert (reconfirmed.score, reconfirmed.model_score) == (3, 1.0)
+    assert client.get(reverse("annotation:next")).url == reverse("annotation:late_checks")  # the other one, next
+
+
+def test_a_late_check_records_the_model_score_its_page_showed(client_for, annotator, settings):
+    settings.MORALE_SCORE_WAIT_SECONDS = 0
+    make_scenarios(make_context(), 3)
+    client = client_for(annotator)
+    _rate_page(client)
+    judged = Judgment.objects.filter(annotator=annotator).first()
+    predict(judged.scenario, 1.0)
+    _, fields = check_page(client, reverse("annotation:late_checks"))
+    # A new model becomes current before the answer is sent and scores the pair differently.
+    ModelVersion.objects.update(is_current=False)
+    newer = ModelVersion.objects.create(name="newer", scorer="zero-shot-text-baseline", is_current=True)
+    predict(judged.scenario, 4.5, newer)
+    client.post(reverse("annotation:late_checks"), {**fields, f"modality-{judged.pk}": "text", f"decision-{judged.pk}": "keep"})
+    reconfirmed = Judgment.objects.get(revises=judged)
+    assert reconfirmed.model_score == 1.0 and reconfirmed.model_version != newer and reconfirmed.delta == 4.0
+
+
+def test_a_failure_half_way_through_a_check_page_stores_none_of_its_answers(client_for, annotator):
+    scenarios = make_scenarios(make_context(), 3)
+    for s in scenarios:
+        predict(s, 1.0)  # all three disagree with a 5
+    client = client_for(annotator)
+    check_url = _rate_page(client).url
+    _, fields = check_page(client, check_url)
+    for j in Judgment.objects.filter(annotator=annotator):
+        fields |= {f"modality-{j.pk}": "text", f"decision-{j.pk}": "keep"}
+    real_full_clean, calls = Judgment.full_clean, []
+
+    def fail_on_the_second(self, *args, **kwargs):
+        calls.append(self)
+        if len(calls) == 2:
+            raise RuntimeError("the database went away half way")
+        return real_full_clean(self, *args, **kwargs)
+
+    with mock.patch.object(Judgment, "full_clean", fail_on_the_second), pytest.raises(RuntimeError):
+        client.post(check_url, fields)
+    assert not Judgment.objects.filter(phase="reconfirmed").exists()
+    assert client.post(check_url, fields).status_code == 302  # sent again: all three, once
+    assert Judgment.objects.filter(phase="reconfirmed").count() == 3
+
+
+@pytest.mark.parametrize("damage", ["missing", "tampered", "another page"])
+def test_a_check_form_whose_list_of_checks_is_missing_or_forged_is_refused(client_for, annotator, damage):
+    client = client_for(annotator)
+    check_url, initial = _check_url_with_one_disagreement(client, annotator)
+    _, fields = check_page(client, check_url)
+    if damage == "missing":
+        del fields["check_items"]
+    elif damage == "tampered":
+        fields["check_items"] = fields["check_items"].replace(str(initial.pk), str(initial.pk + 1), 1) + "x"
+    else:  # the late-checks page's list sent to this page
+        fields["check_items"] = forms.check_items_signed([], annotator=annotator, assignment_id=None)
+    response = client.post(check_url, {**fields, f"modality-{initial.pk}": "text", f"decision-{initial.pk}": "keep"})
+    assert response.status_code == 400 and "reload the page" in response.content.decode()
+    assert not Judgment.objects.filter(phase="reconfirmed").exists()
+
+
+def test_another_annotators_signed_checks_are_refused(client_for, annotator):
+    client = client_for(annotator)
+    check_url, initial = _check_url_with_one_disagreement(client, annotator)
+    _, fields = check_page(client, check_url)
+    other = AnnotatorFactory()
+    fields["check_items"] = forms.check_items_signed([], annotator=other, assignment_id=initial.assignment_id)
+    response = client.post(check_url, {**fields, f"modality-{initial.pk}": "text", f"decision-{initial.pk}": "keep"})
+    assert response.status_code == 400
+    assert not Judgment.objects.filter(phase="reconfirmed").exists()
+
+
+def test_a_check_page_sent_twice_stores_each_answer_once(client_for, annotator):
+    client = client_for(annotator)
+    check_url, initial = _check_url_with_one_disagreement(client, annotator)
+    _, fields = check_page(client, check_url)
+    answer = {**fields, f"modality-{initial.pk}": "both", f"decision-{initial.pk}": "revise", f"score-{initial.pk}": "3"}
+    assert client.post(check_url, answer).status_code == 302
+    assert client.post(check_url, {**answer, f"score-{initial.pk}": "1"}).status_code == 302
+    assert list(Judgment.objects.filter(phase="reconfirmed").values_list("score", flat=True)) == [3]
+
+
+def test_every_missing_check_answer_is_named_beside_its_control(client_for, annotator):
+    client = client_for(annotator)
+    check_url, initial = _check_url_with_one_disagreement(client, annotator)
+    _, fields = check_page(client, check_url)
+    response = client.post(check_url, fields)  # nothing chosen, the modality unticked by hand
+    assert response.status_code == 400
+    page = response.content.decode()
+    for field in ("modality", "decision"):
+        assert re.search(rf'<p class="error field-error" id="c{initial.pk}-{field}-error">[^<]+</p>\s*<div role="radiogroup"', page)
+    assert "Please complete 2 answers: Scenario 1 (what helped you decide, keep or revise)." in page
+    assert not Judgment.objects.filter(phase="reconfirmed").exists()
+
+
+# --- every missing answer, beside its control; progress on every page ------------------------
+def test_every_missing_rating_answer_is_named_beside_its_control(client_for, annotator):
+    make_scenarios(make_context(), 3)
+    client = client_for(annotator)
+    rate_url = open_page(client)
+    ids, data = form_for(client.get(rate_url).content.decode(), score=2)
+    del data[f"modality-{ids[0]}"]
+    del data[f"score-{ids[1]}"], data[f"modality-{ids[1]}"]
+    page = client.post(rate_url, data).content.decode()
+    shown = {sid: re.search(rf'data-scenario="{sid}" data-label="(Scenario \d)"', page).group(1) for sid in ids}
+    expected = {(ids[0], "modality"), (ids[1], "score"), (ids[1], "modality")}
+    found = set()
+    for sid, field in re.findall(r'<p class="error field-error" id="s(\d+)-(score|modality)-error">[^<]+</p>\s*<div role="radiogroup"', page):
+        found.add((sid, field))
+    assert found == expected
+    order = sorted([(shown[ids[0]], "what helped you decide"), (shown[ids[1]], "score, what helped you decide")])
+    assert f"Please complete 3 answers: {order[0][0]} ({order[0][1]}), {order[1][0]} ({order[1][1]})." in page
+
+
+def test_progress_is_shown_on_the_rating_waiting_check_and_add_pages(client_for, annotator):
+    client = client_for(annotator)
+    scored, unscored, later = make_context(), make_context(), make_context()
+    for s in make_scenarios(scored, 3):
+        predict(s, 3.0)
+    make_scenarios(unscored, 3)  # its page waits for the model
+    make_scenarios(later, 3)  # still to do: the estimate counts it
+    Context.objects.filter(pk=unscored.pk).update(judgment_count=1)  # least-judged first
+    Context.objects.filter(pk=later.pk).update(judgment_count=2)
+    rate_url = open_page(client)
+    assert "Done: 0 of 10 pages (0%)" in client.get(rate_url).content.decode()
+    _, data = form_for(client.get(rate_url).content.decode(), score=3)
+    add_url = client.get(client.post(rate_url, data).url).url
+    assert add_url.endswith("/add/") and "Done: 0 of 10 pages" in client.get(add_url).content.decode()
+    client.post(add_url, {"action": "skip"})
+    rate_url = open_page(client)
+    _, data = form_for(client.get(rate_url).content.decode(), score=3)
+    waiting = client.get(client.post(rate_url, data).url).content.decode()
+    assert "The model is still scoring" in waiting and "Done: 1 of 10 pages (10%)" in waiting
+    assert "about 1 min left at your pace · Images left for you: 1" in waiting

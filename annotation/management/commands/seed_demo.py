@@ -1,4 +1,4 @@
-"""``manage.py seed_demo``: load the demo contexts, scenarios and accounts.
+"""``manage.py seed_demo``: load the demo contexts, scenarios, practice round and accounts.
 
 The content lives in ``annotation/demo/content.py``; this command only writes it, always
 through ``annotation.services`` so demo rows pass the same checks as real ones (image
@@ -16,8 +16,16 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
 from annotation import services
-from annotation.demo.content import DEMO_ACCOUNTS, DEMO_CONTEXTS, DemoAccount, DemoContext
-from annotation.models import Context
+from annotation.demo.content import (
+    DEMO_ACCOUNTS,
+    DEMO_CONTEXTS,
+    DEMO_PRACTICE,
+    DEMO_PRACTICE_INTRO,
+    DEMO_PRACTICE_VERSION,
+    DemoAccount,
+    DemoContext,
+)
+from annotation.models import Context, PracticeRound
 
 
 class Command(BaseCommand):
@@ -35,6 +43,8 @@ class Command(BaseCommand):
             contexts_created += 1
             scenarios_created += n_scenarios
             canaries_created += n_canaries
+
+        self._create_practice()
 
         accounts_created = accounts_skipped = 0
         for account in DEMO_ACCOUNTS:
@@ -83,6 +93,29 @@ class Command(BaseCommand):
             raise CommandError(f"Demo context {demo.slug!r} was refused: {'; '.join(exc.messages)}") from exc
         self._detail(f"context created: #{context.pk} {demo.setting} ({len(demo.scenarios)} scenarios)")
         return len(demo.scenarios) - n_canaries, n_canaries
+
+    def _create_practice(self) -> None:
+        """The demo practice round (shown after the instructions), once."""
+        if PracticeRound.objects.filter(version=DEMO_PRACTICE_VERSION).exists():
+            self._detail(f"practice round exists, skipped: {DEMO_PRACTICE_VERSION}")
+            return
+        items = [
+            services.PracticeItemInput(
+                image_file=ContentFile(item.png_bytes(), name=f"{item.slug}.png"),
+                setting=item.setting,
+                text=item.text,
+                min_score=item.score_range[0],
+                max_score=item.score_range[1],
+                modality=item.modality,
+                explanation=item.explanation,
+            )
+            for item in DEMO_PRACTICE
+        ]
+        try:
+            services.practice_round_create(version=DEMO_PRACTICE_VERSION, intro=DEMO_PRACTICE_INTRO, items=items)
+        except ValidationError as exc:
+            raise CommandError(f"The demo practice round was refused: {'; '.join(exc.messages)}") from exc
+        self._detail(f"practice round created: {DEMO_PRACTICE_VERSION} ({len(items)} items)")
 
     def _create_account(self, account: DemoAccount) -> None:
         if account.role == "annotator":

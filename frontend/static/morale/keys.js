@@ -1,6 +1,8 @@
-// Progressive enhancement for the rating and grounding-check pages. The pages work
-// without this file; it only saves clicks: 1-5 score, t/i/b modality, Enter submit.
-// On the grounding check, choosing a new score also selects "Change it to".
+// Progressive enhancement for the rating, practice and grounding-check pages. The pages
+// work without this file; it only saves clicks: 1-5 score, t/i/b modality, Enter submit.
+// On the grounding check: k keeps the score, a digit revises it to that score (the same
+// digit as the first score keeps it), and choosing a new score selects "Revise it to".
+// The key hints are shown by style.css only where a fine pointer (a mouse) is used.
 (function () {
   "use strict";
   document.documentElement.classList.add("js");
@@ -9,8 +11,6 @@
   var items = Array.prototype.slice.call(form.querySelectorAll("fieldset.scenario"));
   if (!items.length) return;
   var modalityKeys = { t: "text", i: "image", b: "both" };
-  var help = form.querySelector(".keys-help");
-  if (help) help.hidden = false;
 
   function checkedIn(item, prefix) {
     return !!item.querySelector('input[name^="' + prefix + '"]:checked');
@@ -54,6 +54,7 @@
     var select = item.querySelector('select[name^="score-"]');
     var revise = item.querySelector('input[name^="decision-"][value="revise"]');
     if (!select || !revise) return false;
+    if (value === item.getAttribute("data-score")) return choose(item, "decision-", "keep");
     select.value = value;
     revise.checked = true;
     revise.focus();
@@ -79,6 +80,8 @@
       handled = choose(item, "score-", key) || reviseTo(item, key);
     } else if (modalityKeys[key]) {
       handled = choose(item, "modality-", modalityKeys[key]);
+    } else if (key === "k") {
+      handled = choose(item, "decision-", "keep");
     } else if (key === "enter") {
       event.preventDefault();
       if (form.requestSubmit) form.requestSubmit(); else form.submit();
@@ -87,13 +90,17 @@
     if (handled) { event.preventDefault(); highlight(); }
   });
 
-  // Changing the score menu on the grounding check means "change it".
+  // On the grounding check, changing the score menu means "revise it", and "keep" puts
+  // the menu back to the first score (a kept score never travels with another number).
   form.addEventListener("change", function (event) {
     var el = event.target;
-    if (el.tagName === "SELECT" && /^score-/.test(el.name)) {
-      var item = el.closest("fieldset.scenario");
-      var revise = item && item.querySelector('input[name^="decision-"][value="revise"]');
+    var item = el.closest && el.closest("fieldset.scenario");
+    if (item && el.tagName === "SELECT" && /^score-/.test(el.name)) {
+      var revise = item.querySelector('input[name^="decision-"][value="revise"]');
       if (revise) revise.checked = true;
+    } else if (item && /^decision-/.test(el.name) && el.value === "keep") {
+      var select = item.querySelector('select[name^="score-"]');
+      if (select) select.value = item.getAttribute("data-score");
     }
     highlight();
   });
