@@ -196,10 +196,17 @@ def counts_summary(batch: ImportBatch) -> str:
     c = batch.counts or {}
     if "contexts_created" not in c:
         return "-"
-    return (
+    summary = (
         f"contexts {c['contexts_created']} new / {c['contexts_present']} present; "
         f"scenarios {c['scenarios_created']} new / {c['scenarios_present']} present"
     )
+    if c.get("ratings_created") or c.get("ratings_present") or c.get("ratings_live"):
+        summary += f"; ratings {c['ratings_created']} new / {c['ratings_present'] + c['ratings_live']} present"
+    if c.get("aggregates_created") or c.get("aggregates_present"):
+        summary += f"; mean scores {c['aggregates_created']} new / {c['aggregates_present']} present"
+    if c.get("counts_towards_target"):
+        summary += " (they count towards the judgments per scenario)"
+    return summary
 
 
 @admin.register(ImportBatch)
