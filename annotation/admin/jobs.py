@@ -58,6 +58,10 @@ class NewExportForm(forms.Form):
     )
     include_screened = forms.BooleanField(required=False, initial=lambda: settings.MORALE_EXPORT_INCLUDE_SCREENED)
     include_canaries = forms.BooleanField(required=False, initial=lambda: settings.MORALE_EXPORT_INCLUDE_CANARIES)
+    include_imported = forms.BooleanField(
+        required=False, initial=lambda: settings.MORALE_EXPORT_INCLUDE_IMPORTED,
+        help_text="Keep imported ratings and pre-aggregated scores (marked with their import batch in the file).",
+    )
 
     def export_arguments(self) -> dict:
         data = dict(self.cleaned_data)

@@ -27,6 +27,7 @@ from annotation.dataset.table import judgment_table
 from annotation.models import (
     Annotator,
     Context,
+    DatasetExport,
     ImportBatch,
     ImportedAggregate,
     ImportedRater,
@@ -495,3 +496,20 @@ def test_the_command_imports_a_ratings_file_without_images(tmp_path, images):
     call_command("import_contexts", str(path), "--count-towards-target", stdout=out)
     assert '"ratings_created": 1' in out.getvalue() and '"counts_towards_target": true' in out.getvalue()
     assert scenario_named("letting go of the hand").judgment_count == 1
+
+
+def test_the_command_and_the_api_choose_whether_exports_keep_the_imports(tmp_path, images, admin_user, monkeypatch):
+    from rest_framework.test import APIClient
+
+    from annotation import tasks
+
+    study_with_imports(tmp_path, images)
+    out = io.StringIO()
+    call_command("export_dataset", "--format", "jsonl", "--max-sd", "none", "--no-include-imported", stdout=out)
+    assert '"imported_judgments": 5' in out.getvalue()
+    monkeypatch.setattr(tasks.export_dataset, "delay", lambda export_id: None)
+    api = APIClient()
+    api.force_authenticate(admin_user)
+    response = api.post("/api/v1/exports/", {"format": "jsonl", "include_imported": False}, format="json")
+    assert response.status_code == 202, response.content
+    assert DatasetExport.objects.get(pk=response.json()["id"]).options["include_imported"] is False
