@@ -400,7 +400,20 @@ class Disagreement(Judgment):
 
 
 # --- imported ratings (annotation.dataset.importing; why tables of their own: docs/dataset-import.md) ---
-class ImportedRater(models.Model):
+class _AppendOnly(models.Model):
+    """Rows written once: saving one again is refused here, and a database trigger
+    (migration 0008) refuses every UPDATE."""
+
+    class Meta:
+        abstract = True
+
+    def save(self, *args, **kwargs):
+        if self.pk is not None and not self._state.adding:
+            raise ValueError(f"{type(self).__name__} rows are append-only.")
+        super().save(*args, **kwargs)
+
+
+class ImportedRater(_AppendOnly):
     """A rater whose ratings came from an import file (a pilot, an earlier study, a public
     data set): pseudonymous, no account, never logs in, never gets a page.
 
@@ -424,7 +437,7 @@ class ImportedRater(models.Model):
         return f"imported rater {self.external_id}"
 
 
-class ImportedRating(models.Model):
+class ImportedRating(_AppendOnly):
     """One imported rater's 1-5 score of one scenario, marked with its import batch.
     Append-only (a database trigger refuses UPDATEs, as for judgments).
 
@@ -458,13 +471,8 @@ class ImportedRating(models.Model):
     def __str__(self) -> str:
         return f"{self.rater} rated #{self.scenario_id} {self.score} (import #{self.batch_id})"
 
-    def save(self, *args, **kwargs):
-        if self.pk is not None and not self._state.adding:
-            raise ValueError("Imported ratings are append-only.")
-        super().save(*args, **kwargs)
 
-
-class ImportedAggregate(models.Model):
+class ImportedAggregate(_AppendOnly):
     """A pre-aggregated score of one scenario: the mean of ``raters`` raters whose single
     ratings the file does not give. Append-only, like imported ratings.
 
@@ -493,11 +501,6 @@ class ImportedAggregate(models.Model):
 
     def __str__(self) -> str:
         return f"mean {self.mean:.2f} of {self.raters} raters on #{self.scenario_id} (import #{self.batch_id})"
-
-    def save(self, *args, **kwargs):
-        if self.pk is not None and not self._state.adding:
-            raise ValueError("Imported aggregates are append-only.")
-        super().save(*args, **kwargs)
 
 
 class DatasetExport(models.Model):

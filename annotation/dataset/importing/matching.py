@@ -94,24 +94,13 @@ def group_rows(rows: list[Row]) -> dict[tuple, Group]:
                         row.errors.append(row_error(row.number, scenario.field(name),
                                                     f"{name} differs from {where}, the same scenario: there it is "
                                                     f"{shown(a)}."))
-            for rating in scenario.ratings:
-                k = (folded, rating.rater)
-                known = (group.ratings.get(k) if group is not None else None) or ratings.get(k)
-                if known is not None:
-                    where = "this row" if known[1] == row.number else f"row {known[1]}"
-                    row.errors.append(row_error(row.number, rating.field("rater"),
-                                                f"The same rater twice on one scenario: {shown(rating.rater)} "
-                                                f"rated {shown(scenario.text)} in {where} already."))
-                ratings[k] = (rating, row.number)
-            for aggregate in scenario.aggregates:
-                k = (folded, aggregate.rater_group)
-                known = (group.aggregates.get(k) if group is not None else None) or aggregates.get(k)
-                if known is not None:
-                    where = "this row" if known[1] == row.number else f"row {known[1]}"
-                    row.errors.append(row_error(row.number, aggregate.field("rater_group"),
-                                                f"The same rater group ({shown(aggregate.rater_group)}) twice on one "
-                                                f"scenario: {shown(scenario.text)} has its mean in {where} already."))
-                aggregates[k] = (aggregate, row.number)
+            _once(row, scenario.ratings, ratings, group.ratings if group else {}, lambda r: (folded, r.rater), "rater",
+                  lambda r, where: f"The same rater twice on one scenario: {shown(r.rater)} rated "
+                  f"{shown(scenario.text)} in {where} already.")
+            _once(row, scenario.aggregates, aggregates, group.aggregates if group else {},
+                  lambda a: (folded, a.rater_group), "rater_group",
+                  lambda a, where: f"The same rater group ({shown(a.rater_group)}) twice on one scenario: "
+                  f"{shown(scenario.text)} has its mean in {where} already.")
             seen_here.setdefault(folded, scenario)
             _merge(seen_here[folded], scenario)
         if len(row.errors) > before:
@@ -137,6 +126,18 @@ def group_rows(rows: list[Row]) -> dict[tuple, Group]:
         group.ratings.update(ratings)
         group.aggregates.update(aggregates)
     return {k: g for k, g in groups.items() if g.rows}
+
+
+def _once(row: Row, entries: list, found: dict, earlier: dict, key, field_name: str, twice) -> None:
+    """Add each rating (or aggregate) of a row to ``found`` under ``key(entry)``; one whose key
+    an earlier row (``earlier``) or this row has already is an error of the row."""
+    for entry in entries:
+        k = key(entry)
+        known = earlier.get(k) or found.get(k)
+        if known is not None:
+            where = "this row" if known[1] == row.number else f"row {known[1]}"
+            row.errors.append(row_error(row.number, entry.field(field_name), twice(entry, where)))
+        found[k] = (entry, row.number)
 
 
 def _merge(into: ScenarioIn, other: ScenarioIn) -> None:

@@ -50,6 +50,12 @@ _RATING_FIELDS = {"rater": ("rater_id", "annotator_id"), "rated_at": ("rated_at"
 _AGGREGATE_FIELDS = {"raters": ("raters", "n")}
 
 
+def _entry_field(where: str, names: dict, name: str) -> str:
+    """A rating's or aggregate's field as the file names it: the CSV column, or the JSONL path."""
+    csv_name, json_name = names.get(name, (name, name))
+    return f"{where}{json_name}" if where else csv_name
+
+
 @dataclass(slots=True)
 class RatingIn:
     """One rater's score of the scenario it belongs to (an imported rating)."""
@@ -61,8 +67,7 @@ class RatingIn:
     where: str  # "" (CSV) or "scenarios[2].judgments[0]." (JSONL)
 
     def field(self, name: str) -> str:
-        names = _RATING_FIELDS.get(name, (name, name))
-        return f"{self.where}{names[1]}" if self.where else names[0]
+        return _entry_field(self.where, _RATING_FIELDS, name)
 
 
 @dataclass(slots=True)
@@ -75,8 +80,7 @@ class AggregateIn:
     where: str  # "" (CSV) or "scenarios[2].aggregates[0]." (JSONL)
 
     def field(self, name: str) -> str:
-        names = _AGGREGATE_FIELDS.get(name, (name, name))
-        return f"{self.where}{names[1]}" if self.where else names[0]
+        return _entry_field(self.where, _AGGREGATE_FIELDS, name)
 
 
 @dataclass(slots=True)

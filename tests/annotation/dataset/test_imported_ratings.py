@@ -5,7 +5,6 @@ annotator's work unless asked, and how the export and the dataset figures includ
 
 import csv
 import io
-import json
 import math
 import uuid
 from datetime import datetime
@@ -36,9 +35,10 @@ from annotation.models import (
     Scenario,
 )
 from annotation.research import agreement, process, quality
-from tests.annotation.dataset.helpers import rate_page, rated_context
-from tests.conftest import png_bytes
-from tests.factories import AnnotatorFactory, make_context
+from tests.annotation.dataset import test_import as import_tests
+from tests.annotation.dataset.helpers import rated_context
+from tests.annotation.dataset.test_import import images, media  # noqa: F401 - the import tests' fixtures
+from tests.factories import AnnotatorFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -46,34 +46,12 @@ HEADER = ["external_id", "image_path", "setting", "scenario_text", "rater_id", "
           "mean", "raters", "rater_group"]
 
 
-@pytest.fixture(autouse=True)
-def media(settings, tmp_path):
-    settings.MEDIA_ROOT = tmp_path / "media"
-    return settings.MEDIA_ROOT
-
-
-@pytest.fixture
-def images(tmp_path):
-    folder = tmp_path / "images"
-    folder.mkdir()
-    for i, name in enumerate(["street.png", "kitchen.png"]):
-        (folder / name).write_bytes(png_bytes(color=(60 * i, 90, 160)))
-    return folder
-
-
 def write_csv(tmp_path, rows, header=HEADER, name="ratings.csv") -> Path:
-    path = tmp_path / name
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f)
-        writer.writerow(header)
-        writer.writerows(rows)
-    return path
+    return import_tests.write_csv(tmp_path, rows, header=header, name=name)
 
 
 def write_jsonl(tmp_path, records, name="ratings.jsonl") -> Path:
-    path = tmp_path / name
-    path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
-    return path
+    return import_tests.write_jsonl(tmp_path, records, name=name)
 
 
 def run(data, images=None, **kwargs) -> ImportBatch:
