@@ -170,7 +170,10 @@ def _write_ratings(batch: ImportBatch, groups: dict[tuple, Group], stored, scena
         batch_size=RATING_BATCH,
     )
     if fill:
-        _count_towards_target([s for s, _ in ratings] + [s for s, a in aggregates for _ in range(a.raters)], canary)
+        slots = Counter(s for s, _ in ratings)
+        for s_pk, a in aggregates:
+            slots[s_pk] += a.raters
+        _count_towards_target(slots, canary)
     return {
         "raters_created": len(created),
         "ratings_created": len(ratings),
@@ -182,10 +185,10 @@ def _write_ratings(batch: ImportBatch, groups: dict[tuple, Group], stored, scena
     }
 
 
-def _count_towards_target(scenario_ids: list[int], canary: dict[int, bool]) -> None:
-    """Add one judgment slot per entry to the counters of these scenarios and their contexts
-    (canaries hold no slots). One UPDATE per distinct increment, not one per scenario."""
-    per_scenario = Counter(s for s in scenario_ids if not canary[s])
+def _count_towards_target(slots: Counter, canary: dict[int, bool]) -> None:
+    """Add ``slots[scenario id]`` judgments to the counters of these scenarios and their
+    contexts (canaries hold no slots). One UPDATE per distinct increment, not one per scenario."""
+    per_scenario = Counter({s: n for s, n in slots.items() if not canary[s]})
     if not per_scenario:
         return
     ids = sorted(per_scenario)
