@@ -253,7 +253,7 @@ class AnnotatorScreening(models.Model):
 
 
 class ImportBatch(models.Model):
-    """One bulk import of contexts and scenarios (see ``annotation.dataset.importing``).
+    """One bulk import of contexts, scenarios and ratings (see ``annotation.dataset.importing``).
 
     ``queued``: uploaded in the admin, waiting for a worker (the files wait under
     ``imports/`` in private media); ``rejected`` (errors): nothing was imported; ``done``:
@@ -528,6 +528,110 @@ class Disagreement(Judgment):
     class Meta:
         proxy = True
         ordering = ["-id"]
+
+
+# --- imported ratings (annotation.dataset.importing; why tables of their own: docs/dataset-import.md) ---
+class _AppendOnly(models.Model):
+    """Rows written once: saving one again is refused here, and a database trigger
+    (migration 0008) refuses every UPDATE."""
+
+    class Meta:
+        abstract = True
+
+    def save(self, *args, **kwargs):
+        if self.pk is not None and not self._state.adding:
+            raise ValueError(f"{type(self).__name__} rows are append-only.")
+        super().save(*args, **kwargs)
+
+
+class ImportedRater(_AppendOnly):
+    """A rater whose ratings came from an import file (a pilot, an earlier study, a public
+    data set): pseudonymous, no account, never logs in, never gets a page.
+
+    ``external_id`` is the id the file gave; all imports share one namespace of these ids.
+    Exports carry ``public_id``, never ``external_id`` (it may be a crowd worker's id).
+    """
+
+    external_id = models.CharField(max_length=200)
+    public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    first_batch = models.ForeignKey(ImportBatch, on_delete=models.PROTECT, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(fields=["external_id"], name="imported_rater_external_id_unique"),
+            models.CheckConstraint(condition=~Q(external_id=""), name="imported_rater_external_id_not_empty"),
+        ]
+
+    def __str__(self) -> str:
+        return f"imported rater {self.external_id}"
+
+
+class ImportedRating(_AppendOnly):
+    """One imported rater's 1-5 score of one scenario, marked with its import batch.
+    Append-only (a database trigger refuses UPDATEs, as for judgments).
+
+    Not a judgment of an annotator: no page, no model score, no quality figure. It fills
+    an assignment slot only when its batch was imported with ``count_towards_target``.
+    """
+
+    batch = models.ForeignKey(ImportBatch, on_delete=models.PROTECT, related_name="ratings")
+    rater = models.ForeignKey(ImportedRater, on_delete=models.PROTECT, related_name="ratings")
+    scenario = models.ForeignKey(Scenario, on_delete=models.PROTECT, related_name="imported_ratings")
+    score = models.SmallIntegerField()
+    # "" where the file does not say which modality drove the judgment.
+    modality = models.CharField(max_length=8, blank=True, choices=Judgment.Modality.choices)
+    rated_at = models.DateTimeField(null=True, blank=True, help_text="When the rater gave it, if the file says.")
+    counts_towards_target = models.BooleanField(
+        default=False, help_text="Fills one of the scenario's MORALE_JUDGMENTS_PER_SCENARIO slots."
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.CheckConstraint(condition=Q(score__gte=1, score__lte=5), name="imported_rating_score_1_to_5"),
+            models.CheckConstraint(
+                condition=Q(modality__in=["", "text", "image", "both"]), name="imported_rating_modality_valid"
+            ),
+            # The same rater twice on one scenario is refused.
+            models.UniqueConstraint(fields=["rater", "scenario"], name="imported_rating_once_per_rater_scenario"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.rater} rated #{self.scenario_id} {self.score} (import #{self.batch_id})"
+
+
+class ImportedAggregate(_AppendOnly):
+    """A pre-aggregated score of one scenario: the mean of ``raters`` raters whose single
+    ratings the file does not give. Append-only, like imported ratings.
+
+    ``rater_group`` names the raters (e.g. "pilot 2025"; "" when the file names none): one
+    aggregate per scenario and group.
+    """
+
+    batch = models.ForeignKey(ImportBatch, on_delete=models.PROTECT, related_name="aggregates")
+    scenario = models.ForeignKey(Scenario, on_delete=models.PROTECT, related_name="imported_aggregates")
+    rater_group = models.CharField(max_length=200, blank=True, default="")
+    mean = models.FloatField()
+    raters = models.PositiveIntegerField()
+    counts_towards_target = models.BooleanField(
+        default=False, help_text="Its raters fill the scenario's MORALE_JUDGMENTS_PER_SCENARIO slots."
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            # NaN fails both comparisons on PostgreSQL and is stored as NULL (refused) by SQLite.
+            models.CheckConstraint(condition=Q(mean__gte=1, mean__lte=5), name="imported_aggregate_mean_1_to_5"),
+            models.CheckConstraint(condition=Q(raters__gte=1), name="imported_aggregate_raters_at_least_1"),
+            models.UniqueConstraint(fields=["scenario", "rater_group"], name="imported_aggregate_once_per_group"),
+        ]
+
+    def __str__(self) -> str:
+        return f"mean {self.mean:.2f} of {self.raters} raters on #{self.scenario_id} (import #{self.batch_id})"
 
 
 class DatasetExport(models.Model):

@@ -4,6 +4,7 @@
     .venv/bin/python bench/import_bench.py                     # SQLite (+ PostgreSQL if DATABASE_URL is set)
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/morale_import_bench .venv/bin/python bench/import_bench.py
     .venv/bin/python bench/import_bench.py --db sqlite --scale 0.1   # quick
+    .venv/bin/python bench/import_bench.py --ratings 3               # with 3 imported ratings per scenario
 
 What it generates, measures and prints: bench/README.md, "import_bench.py".
 """
@@ -33,8 +34,9 @@ TARGET_SECONDS = 60.0
 
 
 # --- data ---------------------------------------------------------------------------------------
-def generate(folder: Path, scale: float) -> dict:
-    """The JSONL file, an images folder and the same images zipped; returns what was made."""
+def generate(folder: Path, scale: float, ratings: int = 0) -> dict:
+    """The JSONL file (``ratings`` imported ratings per scenario, from a pool of raters), an
+    images folder and the same images zipped; returns what was made."""
     from PIL import Image
 
     rng = random.Random(20261122)
@@ -58,6 +60,12 @@ def generate(folder: Path, scale: float) -> dict:
                         "text_only_label": rng.choice([-1, 0, 1, None])}
             if rng.random() < 0.01:
                 scenario.update(canary_min_score=1, canary_max_score=2)
+            if ratings:
+                scenario["judgments"] = [
+                    {"annotator_id": f"rater-{r}", "score": rng.randint(1, 5),
+                     "modality": rng.choice(["text", "image", "both", None])}
+                    for r in rng.sample(range(2000), ratings)
+                ]
             scenarios.append(scenario)
         lines.append(json.dumps({
             "external_id": f"mm-{c:05d}", "image_path": rel, "setting": f"synthetic setting {c}",
@@ -70,7 +78,7 @@ def generate(folder: Path, scale: float) -> dict:
     with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_STORED) as z:  # PNGs are compressed already
         for path in sorted(images.rglob("*.png")):
             z.write(path, path.relative_to(images).as_posix())
-    return {"contexts": n_ctx, "scenarios": sid, "jsonl_mib": data.stat().st_size / 2**20,
+    return {"contexts": n_ctx, "scenarios": sid, "ratings": sid * ratings, "jsonl_mib": data.stat().st_size / 2**20,
             "images_mib": sum(p.stat().st_size for p in images.rglob("*.png")) / 2**20}
 
 
@@ -158,7 +166,7 @@ def phase_measure(data_dir: Path) -> dict:
 def report(results: list[dict], made: dict) -> None:
     common.print_title(
         "Bulk import benchmark (manage.py import_contexts, JSON Lines, images from a folder / zip)",
-        f"; data: {made['contexts']} contexts, {made['scenarios']} scenarios, JSONL {made['jsonl_mib']:.1f} MiB, "
+        f"; data: {made['contexts']} contexts, {made['scenarios']} scenarios, {made.get('ratings', 0)} ratings, JSONL {made['jsonl_mib']:.1f} MiB, "
         f"images {made['images_mib']:.1f} MiB (one distinct PNG per context)",
     )
     head = (f"{'db':>8} {'load':>5} | {'first s':>7} {'cpu s':>6} {'queries':>7} {'RSS +MiB':>8} | "
@@ -177,6 +185,7 @@ def report(results: list[dict], made: dict) -> None:
         print(f"{r['db']}: first import created {c['contexts_created']} contexts, {c['scenarios_created']} scenarios, "
               f"{c['images_stored']} images; again: {a['contexts_present']} contexts and {a['scenarios_present']} "
               f"scenarios present, {a['contexts_created'] + a['scenarios_created']} created; "
+              f"{c.get('ratings_created', 0)} ratings ({a.get('ratings_present', 0)} present again); "
               f"scoring task files in the broker: {r['broker_files']}")
     for r in results:
         best = r["first"]["seconds"]
@@ -189,6 +198,8 @@ def main() -> int:
     parser.add_argument("--db", choices=["sqlite", "postgres", "both"],
                         help="default: sqlite, and postgres too when DATABASE_URL names PostgreSQL")
     parser.add_argument("--scale", type=float, default=1.0, help="multiple of the MM-SCALE size")
+    parser.add_argument("--ratings", type=int, default=0, metavar="N",
+                        help="imported ratings per scenario in the file (default 0: contexts and scenarios only)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folders (and the PostgreSQL database)")
     parser.add_argument("--phase", choices=["measure"], help=argparse.SUPPRESS)
     parser.add_argument("--data", help=argparse.SUPPRESS)
@@ -212,7 +223,7 @@ def main() -> int:
     data_dir = Path(tempfile.mkdtemp(prefix="morale-bench-import-data-"))
     try:
         t = time.perf_counter()
-        made = generate(data_dir, args.scale)
+        made = generate(data_dir, args.scale, args.ratings)
         log(f"generated {made} in {time.perf_counter() - t:.1f}s")
         results = [bench_db(kind, pg_url if kind == "postgres" else "", data_dir, args) for kind in kinds]
     except Exception as exc:  # noqa: BLE001 - report and exit 2: the bench could not run

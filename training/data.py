@@ -17,9 +17,17 @@ from django.core.files.storage import default_storage
 from annotation.dataset.format import iter_export
 from modelloop import services as modelloop_services
 
+from .losses import IGNORE_MODALITY
 from .lists import MODALITIES, ImageList, ListData, TrainingDataError, offsets_of
 
 T = TypeVar("T")
+
+
+def _modality(scenario: dict) -> int:
+    """The majority modality's index; IGNORE_MODALITY where none is known (imported ratings
+    without a modality, pre-aggregated scores only)."""
+    majority = scenario["majority_modality"]
+    return IGNORE_MODALITY if majority is None else MODALITIES.index(majority)
 
 
 def _lists_by_split(path: str, make: Callable[[dict], T]) -> tuple[dict[str, list[T]], int]:
@@ -56,7 +64,7 @@ def lists_from_export(*, path: str, backbone) -> ExportLists:
     lists, skipped = _lists_by_split(
         path,
         lambda record: [
-            (s["scenario_id"], float(s["mean"]), MODALITIES.index(s["majority_modality"])) for s in record["scenarios"]
+            (s["scenario_id"], float(s["mean"]), _modality(s)) for s in record["scenarios"]
         ],
     )
     ids = [sid for split in lists.values() for lst in split for sid, _, _ in lst]
@@ -88,7 +96,7 @@ def _image_list(record: dict) -> ImageList:
         setting=record["setting"],
         texts=[s["text"] for s in scenarios],
         targets=[float(s["mean"]) for s in scenarios],
-        modality=[MODALITIES.index(s["majority_modality"]) for s in scenarios],
+        modality=[_modality(s) for s in scenarios],
         scenario_ids=[s["scenario_id"] for s in scenarios],
     )
 

@@ -58,6 +58,10 @@ class NewExportForm(forms.Form):
     )
     include_screened = forms.BooleanField(required=False, initial=lambda: settings.MORALE_EXPORT_INCLUDE_SCREENED)
     include_canaries = forms.BooleanField(required=False, initial=lambda: settings.MORALE_EXPORT_INCLUDE_CANARIES)
+    include_imported = forms.BooleanField(
+        required=False, initial=lambda: settings.MORALE_EXPORT_INCLUDE_IMPORTED,
+        help_text="Keep imported ratings and pre-aggregated scores (marked with their import batch in the file).",
+    )
 
     def export_arguments(self) -> dict:
         data = dict(self.cleaned_data)
@@ -196,10 +200,17 @@ def counts_summary(batch: ImportBatch) -> str:
     c = batch.counts or {}
     if "contexts_created" not in c:
         return "-"
-    return (
+    summary = (
         f"contexts {c['contexts_created']} new / {c['contexts_present']} present; "
         f"scenarios {c['scenarios_created']} new / {c['scenarios_present']} present"
     )
+    if c.get("ratings_created") or c.get("ratings_present") or c.get("ratings_live"):
+        summary += f"; ratings {c['ratings_created']} new / {c['ratings_present'] + c['ratings_live']} present"
+    if c.get("aggregates_created") or c.get("aggregates_present"):
+        summary += f"; mean scores {c['aggregates_created']} new / {c['aggregates_present']} present"
+    if c.get("counts_towards_target"):
+        summary += " (they count towards the judgments per scenario)"
+    return summary
 
 
 @admin.register(ImportBatch)

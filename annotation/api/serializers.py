@@ -112,6 +112,9 @@ class ExportCreateSerializer(serializers.Serializer):
     )
     include_screened = serializers.BooleanField(required=False)
     include_canaries = serializers.BooleanField(required=False)
+    include_imported = serializers.BooleanField(
+        required=False, help_text="Keep imported ratings and pre-aggregated scores (default: MORALE_EXPORT_INCLUDE_IMPORTED)."
+    )
     context_ids = serializers.ListField(
         child=serializers.IntegerField(min_value=1),
         required=False,

@@ -29,7 +29,10 @@ JUDGMENT_KEYS = (
     "initial_score",
     "initial_modality",
     "model_score_shown",
+    "import_batch",
 )
+# One imported pre-aggregated score of a scenario ("aggregates" of a scenario record).
+AGGREGATE_KEYS = ("import_batch", "rater_group", "n", "mean")
 
 
 CSV_COLUMNS = (
@@ -54,6 +57,10 @@ CSV_COLUMNS = (
     "votes_image",
     "votes_both",
     *JUDGMENT_KEYS,
+    # a row of an imported aggregate (its judgment cells are empty); import_batch is above
+    "aggregate_rater_group",
+    "aggregate_n",
+    "aggregate_mean",
 )
 
 
@@ -74,23 +81,32 @@ def split_for(context_id: int, *, seed: str, test_fraction: float) -> str:
     return "test" if int.from_bytes(digest[:8], "big") / 2.0**64 < test_fraction else "train"
 
 
-def aggregate(scores: list[int], modalities: list[str]) -> dict:
-    """n, mean, sample sd (ddof=1; None for n=1), majority modality (ties: "both"), votes."""
-    n = len(scores)
+def aggregate(scores: list[int], modalities: list[str | None], aggregates: list[dict] = ()) -> dict:
+    """n, mean, sample sd (ddof=1; None for fewer than two scores), majority modality (ties:
+    "both"; None when no score has a known modality), votes.
+
+    ``aggregates``: imported pre-aggregated scores (``{"n", "mean", ...}``) of raters whose
+    single scores are unknown: they count in ``n`` and ``mean`` (weighted by their ``n``),
+    not in ``sd`` or the votes. A modality of None (unknown) counts in no vote.
+    """
+    n = len(scores) + sum(a["n"] for a in aggregates)
     if n == 0:
         raise ValueError("no judgments to aggregate")
-    mean = sum(scores) / n
-    sd = math.sqrt(sum((s - mean) ** 2 for s in scores) / (n - 1)) if n > 1 else None
+    mean = (sum(scores) + sum(a["mean"] * a["n"] for a in aggregates)) / n
+    known = len(scores)
+    plain = sum(scores) / known if known else None
+    sd = math.sqrt(sum((s - plain) ** 2 for s in scores) / (known - 1)) if known > 1 else None
     votes = dict.fromkeys(MODALITIES, 0)
     for m in modalities:
-        votes[m] += 1
+        if m is not None:
+            votes[m] += 1
     top = max(votes.values())
     leaders = [m for m in MODALITIES if votes[m] == top]
     return {
         "n": n,
         "mean": mean,
         "sd": sd,
-        "majority_modality": leaders[0] if len(leaders) == 1 else "both",
+        "majority_modality": None if top == 0 else leaders[0] if len(leaders) == 1 else "both",
         "modality_votes": votes,
     }
 
@@ -113,7 +129,11 @@ def parquet_schema():
             ("initial_score", pa.int64()),
             ("initial_modality", pa.string()),
             ("model_score_shown", pa.float64()),
+            ("import_batch", pa.int64()),
         ]
+    )
+    imported = pa.struct(
+        [("import_batch", pa.int64()), ("rater_group", pa.string()), ("n", pa.int64()), ("mean", pa.float64())]
     )
     scenario = pa.struct(
         [
@@ -128,6 +148,7 @@ def parquet_schema():
             ("majority_modality", pa.string()),
             ("modality_votes", pa.struct([(m, pa.int64()) for m in MODALITIES])),
             ("judgments", pa.list_(judgment)),
+            ("aggregates", pa.list_(imported)),
         ]
     )
     return pa.schema(

@@ -1,11 +1,12 @@
 """The dataset's judgments as numpy arrays, for the researchers' figures: ``load_rows`` (every
-judgment row in whole numbers, three queries) and ``judgment_table`` (the judgments an export
-would use, chosen by ``annotation.dataset.selection``). Read by annotation.research.
+judgment row and imported rating in whole numbers, four queries) and ``judgment_table`` (the
+judgments an export would use, chosen by ``annotation.dataset.selection``). Read by
+annotation.research.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from django.conf import settings
@@ -13,7 +14,7 @@ from django.db import connections
 from django.db.models import Case, CharField, IntegerField, Q, Value, When
 from django.db.models.functions import Cast, Coalesce, Replace, Substr
 
-from annotation.models import Annotator, Judgment, Scenario
+from annotation.models import Annotator, ImportedRating, Judgment, Scenario
 
 from .format import MODALITIES, SOURCES
 from .selection import select_judgments
@@ -33,6 +34,13 @@ class JudgmentRows:
     (initial judgments, the assignment's counter), ``scenario_open`` (not retired, context
     active, review status "accepted": the ones that may be given out). ``screened``: ids
     of the annotators screened out now.
+
+    Imported ratings (``ImportedRating``) are not judgments of annotators and are not in
+    the judgment columns, so the process figures (revision, disagreement, progress) never
+    see them; they are in the ``imported_*`` columns: ``imported_rater`` (imported rater
+    ids, a number space of their own), ``imported_scenario``, ``imported_score``,
+    ``imported_modality`` (0 text, 1 image, 2 both, -1 not known). ``judgment_table``
+    chooses them on purpose, as the export does.
     """
 
     threshold: float
@@ -54,6 +62,10 @@ class JudgmentRows:
     scenario_count: np.ndarray
     scenario_open: np.ndarray
     screened: np.ndarray
+    imported_rater: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    imported_scenario: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    imported_score: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    imported_modality: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
 
     def scenario_index(self, scenario_ids: np.ndarray) -> np.ndarray:
         return np.searchsorted(self.scenario_ids, scenario_ids)
@@ -80,12 +92,13 @@ def _flag(condition: Q, value: int) -> Case:
 
 
 def load_rows() -> JudgmentRows:
-    """Read every judgment row, the scenario columns and the screened-out annotators.
+    """Read every judgment row, the scenario columns, the screened-out annotators and the
+    imported ratings.
 
-    Three queries: every judgment row with one ``values_list`` query without joins, in whole
+    Four queries: every judgment row with one ``values_list`` query without joins, in whole
     numbers only (the database encodes modality, phase, "has a model score", "is a
     disagreement", "failed its canary" and the UTC day), one for the scenario columns, one
-    for the screened-out annotators: about 0.5 s for MM-SCALE's 97,000 judgments on SQLite.
+    for the screened-out annotators, one for the imported ratings: about 0.5 s for MM-SCALE's 97,000 judgments on SQLite.
     Everything else is numpy on those arrays.
     """
     threshold = settings.MORALE_DISAGREEMENT_THRESHOLD
@@ -121,6 +134,13 @@ def load_rows() -> JudgmentRows:
         7,
     )
     screened = Annotator.objects.filter(status=Annotator.Status.SCREENED_OUT).values_list("pk", flat=True)
+    imported = _int_matrix(
+        ImportedRating.objects.order_by()
+        .annotate(code=Case(*(When(modality=m, then=Value(i)) for i, m in enumerate(MODALITIES)),
+                            default=Value(-1), output_field=IntegerField()))
+        .values_list("rater_id", "scenario_id", "score", "code"),
+        4,
+    )
     code = rows[:, 3]
     labels = scenarios[:, 3].astype(float)
     labels[scenarios[:, 3] == _NO_LABEL] = np.nan
@@ -144,6 +164,10 @@ def load_rows() -> JudgmentRows:
         scenario_count=scenarios[:, 5].copy(),
         scenario_open=scenarios[:, 6] == 1,
         screened=np.array(sorted(screened), dtype=np.int64),
+        imported_rater=imported[:, 0].copy(),
+        imported_scenario=imported[:, 1].copy(),
+        imported_score=imported[:, 2].copy(),
+        imported_modality=imported[:, 3].copy(),
     )
 
 
@@ -152,8 +176,9 @@ def load_rows() -> JudgmentRows:
 class JudgmentTable:
     """The dataset's judgments as numpy arrays: one row per (annotator, scenario).
 
-    Row arrays (length = judgments): ``annotator`` (annotator id), ``unit`` (index into
-    the unit arrays), ``score`` (1-5), ``modality`` (0 text, 1 image, 2 both).
+    Row arrays (length = judgments): ``annotator`` (annotator id; an imported rater's id
+    negated), ``unit`` (index into the unit arrays), ``score`` (1-5), ``modality`` (0 text,
+    1 image, 2 both, -1 not known: imported ratings only), ``imported``.
     Unit arrays (length = scenarios with at least one judgment, in scenario-id order):
     ``scenario_ids``, ``context_ids``, ``batch_ids`` (-1: no batch), ``labels`` (the
     text-only label as a float, NaN when none).
@@ -170,6 +195,8 @@ class JudgmentTable:
     batch_ids: np.ndarray
     labels: np.ndarray
     include_canaries: bool = False
+    imported: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
+    include_imported: bool = False
 
     @property
     def n_units(self) -> int:
@@ -188,8 +215,9 @@ class JudgmentTable:
         return flat.reshape(self.n_units, 5)
 
     def modality_counts(self) -> np.ndarray:
-        """units x 3 matrix of modality votes (text, image, both)."""
-        flat = np.bincount(self.unit * 3 + self.modality, minlength=self.n_units * 3)
+        """units x 3 matrix of modality votes (text, image, both); unknown modalities vote for none."""
+        known = self.modality >= 0
+        flat = np.bincount(self.unit[known] * 3 + self.modality[known], minlength=self.n_units * 3)
         return flat.reshape(self.n_units, 3)
 
 
@@ -198,13 +226,16 @@ def judgment_table(
     source: str | None = None,
     include_screened: bool | None = None,
     include_canaries: bool = False,
+    include_imported: bool | None = None,
     rows: JudgmentRows | None = None,
 ) -> JudgmentTable:
     """The judgments an export with these options would use, from ``rows`` (default:
     ``load_rows()``), chosen by ``select_judgments`` as the export chooses them.
 
-    ``source`` and ``include_screened`` default to ``MORALE_EXPORT_SOURCE`` and
-    ``MORALE_EXPORT_INCLUDE_SCREENED``. Canaries are attention checks, not data: the
+    ``source``, ``include_screened`` and ``include_imported`` default to
+    ``MORALE_EXPORT_SOURCE``, ``MORALE_EXPORT_INCLUDE_SCREENED`` and
+    ``MORALE_EXPORT_INCLUDE_IMPORTED``: the figures see the imported ratings an export
+    has (single ratings only: a pre-aggregated score has no single values to agree on). Canaries are attention checks, not data: the
     researchers' figures leave them out (``include_canaries=False``, whatever the export
     setting says); with ``True``, failed canary judgments are left out as in the export.
     """
@@ -213,31 +244,43 @@ def judgment_table(
         raise ValueError(f"source must be 'reconfirmed' or 'initial', not {source!r}")
     if include_screened is None:
         include_screened = settings.MORALE_EXPORT_INCLUDE_SCREENED
+    if include_imported is None:
+        include_imported = settings.MORALE_EXPORT_INCLUDE_IMPORTED
     rows = rows if rows is not None else load_rows()
+    n_live, n_imported = rows.annotator.size, rows.imported_rater.size
+    annotator = np.concatenate([rows.annotator, rows.imported_rater])
+    scenario = np.concatenate([rows.scenario, rows.imported_scenario])
+    imported = np.concatenate([np.zeros(n_live, dtype=bool), np.ones(n_imported, dtype=bool)])
+    no = np.zeros(n_imported, dtype=bool)  # imported ratings: never reconfirmed, screened or failed canaries
     selection = select_judgments(
-        annotator=rows.annotator,
-        scenario=rows.scenario,
-        reconfirmed=rows.reconfirmed,
-        screened=np.isin(rows.annotator, rows.screened),
-        canary=rows.scenario_canary[rows.scenario_index(rows.scenario)],
-        canary_failed=rows.canary_failed,
+        annotator=annotator,
+        scenario=scenario,
+        reconfirmed=np.concatenate([rows.reconfirmed, no]),
+        screened=np.concatenate([np.isin(rows.annotator, rows.screened), no]),
+        canary=rows.scenario_canary[rows.scenario_index(scenario)],
+        canary_failed=np.concatenate([rows.canary_failed, no]),
+        imported=imported,
         source=source,
         include_screened=bool(include_screened),
         include_canaries=include_canaries,
+        include_imported=bool(include_imported),
     )
+    shown_id = np.where(imported, -annotator, annotator)
     chosen = np.flatnonzero(selection.counted)
-    chosen = chosen[np.lexsort((rows.annotator[chosen], rows.scenario[chosen]))]  # by scenario, then annotator
+    chosen = chosen[np.lexsort((shown_id[chosen], scenario[chosen]))]  # by scenario, then annotator
 
-    scenario_ids, unit = np.unique(rows.scenario[chosen], return_inverse=True)
+    scenario_ids, unit = np.unique(scenario[chosen], return_inverse=True)
     meta = rows.scenario_index(scenario_ids)
     return JudgmentTable(
         source=source,
         include_screened=bool(include_screened),
         include_canaries=bool(include_canaries),
-        annotator=rows.annotator[chosen],
+        include_imported=bool(include_imported),
+        annotator=shown_id[chosen],
+        imported=imported[chosen],
         unit=unit.astype(np.int64).reshape(-1),
-        score=rows.score[chosen],
-        modality=rows.modality[chosen],
+        score=np.concatenate([rows.score, rows.imported_score])[chosen],
+        modality=np.concatenate([rows.modality, rows.imported_modality])[chosen],
         scenario_ids=scenario_ids,
         context_ids=rows.scenario_context[meta],
         batch_ids=rows.scenario_batch[meta],

@@ -79,10 +79,11 @@ def krippendorff_alphas(table: JudgmentTable | None = None) -> dict:
 
 # --- modality -------------------------------------------------------------------------------
 def majority_modality(votes: np.ndarray) -> np.ndarray:
-    """Per row of a units x 3 vote matrix: the index of the most-voted modality, ties "both"."""
+    """Per row of a units x 3 vote matrix: the index of the most-voted modality, ties "both";
+    -1 for a row without votes (imported ratings whose modality is not known)."""
     top = votes.max(axis=1, keepdims=True)
     leaders = (votes == top).sum(axis=1)
-    return np.where(leaders == 1, votes.argmax(axis=1), _BOTH)
+    return np.where(top[:, 0] > 0, np.where(leaders == 1, votes.argmax(axis=1), _BOTH), -1)
 
 
 def modality_agreement(table: JudgmentTable | None = None) -> dict:
@@ -120,13 +121,16 @@ def rating_distribution(table: JudgmentTable | None = None) -> dict:
     """Counts of each score by the judgment's modality (paper, fig. 5), and modality shares.
 
     ``{"counts": {m: [n of score 1, ..., n of score 5]}, "modality_share": {m: share},
-    "total": n}``.
+    "total": n, "modality_unknown": n}``; imported ratings whose modality is not known are
+    only in ``modality_unknown``.
     """
     table = table if table is not None else judgment_table()
-    flat = np.bincount(table.modality * 5 + (table.score - 1), minlength=15).reshape(3, 5)
+    known = table.modality >= 0
+    flat = np.bincount(table.modality[known] * 5 + (table.score[known] - 1), minlength=15).reshape(3, 5)
     total = int(flat.sum())
     return {
         "counts": {m: [int(v) for v in flat[i]] for i, m in enumerate(MODALITIES)},
         "modality_share": {m: ratio(flat[i].sum(), total) for i, m in enumerate(MODALITIES)},
         "total": total,
+        "modality_unknown": int((~known).sum()),
     }

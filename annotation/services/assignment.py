@@ -13,10 +13,20 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Count, Exists, OuterRef, Q
+from django.db.models import Count, Exists, OuterRef, Q, Sum
 from django.utils import timezone
 
-from ..models import Annotator, Assignment, AssignmentItem, Context, ItemReport, Judgment, Scenario
+from ..models import (
+    Annotator,
+    Assignment,
+    AssignmentItem,
+    Context,
+    ImportedAggregate,
+    ImportedRating,
+    ItemReport,
+    Judgment,
+    Scenario,
+)
 from ..selectors import annotators_working_now, open_scenarios_for, untouched_participants_holding
 
 
@@ -45,7 +55,9 @@ def _live_holds(now) -> Q:
 
 
 def _claims(scenario_ids, *, now, excluding_assignment: Assignment | None = None) -> dict[int, int]:
-    """Slots taken per scenario: initial judgments plus live holds of other pages."""
+    """Slots taken per scenario: initial judgments plus live holds of other pages, plus the
+    imported ratings (and raters of imported means) that were imported to count towards
+    the target; other imported ratings take no annotator's place."""
     judged = dict(
         Judgment.objects.filter(scenario_id__in=scenario_ids, phase=Judgment.Phase.INITIAL)
         .values_list("scenario_id")
@@ -55,7 +67,22 @@ def _claims(scenario_ids, *, now, excluding_assignment: Assignment | None = None
     if excluding_assignment is not None:
         holds = holds.exclude(assignment=excluding_assignment)
     held = dict(holds.values_list("scenario_id").annotate(n=Count("id")))
-    return {sid: judged.get(sid, 0) + held.get(sid, 0) for sid in scenario_ids}
+    imported = {}
+    for sid, n in (
+        ImportedRating.objects.filter(scenario_id__in=scenario_ids, counts_towards_target=True)
+        .order_by()
+        .values_list("scenario_id")
+        .annotate(n=Count("id"))
+        .union(
+            ImportedAggregate.objects.filter(scenario_id__in=scenario_ids, counts_towards_target=True)
+            .order_by()
+            .values_list("scenario_id")
+            .annotate(n=Sum("raters")),
+            all=True,
+        )
+    ):
+        imported[sid] = imported.get(sid, 0) + n
+    return {sid: judged.get(sid, 0) + held.get(sid, 0) + imported.get(sid, 0) for sid in scenario_ids}
 
 
 # --- getting a page ------------------------------------------------------------------------

@@ -247,6 +247,8 @@ MORALE_EXPORT_SOURCE = env.str("MORALE_EXPORT_SOURCE", default="reconfirmed")
 MORALE_EXPORT_MAX_SD = env.float("MORALE_EXPORT_MAX_SD", default=1.2)
 MORALE_EXPORT_INCLUDE_SCREENED = env.bool("MORALE_EXPORT_INCLUDE_SCREENED", default=False)
 MORALE_EXPORT_INCLUDE_CANARIES = env.bool("MORALE_EXPORT_INCLUDE_CANARIES", default=False)
+# Whether exports (and the dataset figures) keep imported ratings and pre-aggregated scores.
+MORALE_EXPORT_INCLUDE_IMPORTED = env.bool("MORALE_EXPORT_INCLUDE_IMPORTED", default=True)
 # Contexts read per round trip; memory use is bounded by this, not by the data size.
 MORALE_EXPORT_CHUNK_SIZE = env.int("MORALE_EXPORT_CHUNK_SIZE", default=500)
 # Admin imports whose two files together are larger than this run in a worker instead of

@@ -59,7 +59,8 @@ def test_creation_endpoints_take_only_the_documented_choices(schema):
         assert set(paths[f"/api/v1/{read_only}/"]) == {"get"}
         assert set(paths[f"/api/v1/{read_only}/{{id}}/"]) == {"get"}
     export_request = schema["components"]["schemas"]["ExportCreateRequest"]["properties"]
-    assert set(export_request) == {"format", "source", "max_sd", "include_screened", "include_canaries", "context_ids"}
+    assert set(export_request) == {"format", "source", "max_sd", "include_screened", "include_canaries",
+                                   "include_imported", "context_ids"}
 
 
 def test_the_served_schema_and_docs_need_a_login_and_work_with_one(world, client):

@@ -19,6 +19,7 @@ class ExportOptions:
     max_sd: float | None
     include_screened: bool
     include_canaries: bool
+    include_imported: bool  # imported ratings and aggregates (annotation.models.ImportedRating)
     split_seed: str
     test_fraction: float
     chunk_size: int
@@ -40,6 +41,7 @@ class ExportOptions:
             "max_sd": settings.MORALE_EXPORT_MAX_SD,
             "include_screened": settings.MORALE_EXPORT_INCLUDE_SCREENED,
             "include_canaries": settings.MORALE_EXPORT_INCLUDE_CANARIES,
+            "include_imported": settings.MORALE_EXPORT_INCLUDE_IMPORTED,
             "split_seed": settings.MORALE_EXPORT_SPLIT_SEED,
             "test_fraction": settings.MORALE_EXPORT_TEST_FRACTION,
             "chunk_size": settings.MORALE_EXPORT_CHUNK_SIZE,
@@ -67,7 +69,7 @@ class ExportOptions:
             raise ValueError(f"test_fraction must be between 0 and 1, not {self.test_fraction!r}")
         if not isinstance(self.chunk_size, int) or isinstance(self.chunk_size, bool) or self.chunk_size < 1:
             raise ValueError(f"chunk_size must be a positive whole number, not {self.chunk_size!r}")
-        for name in ("include_screened", "include_canaries"):
+        for name in ("include_screened", "include_canaries", "include_imported"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be True or False, not {getattr(self, name)!r}")
         if not isinstance(self.split_seed, str):

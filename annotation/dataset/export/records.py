@@ -11,9 +11,9 @@ from datetime import timezone as dt_timezone
 
 import numpy as np
 from django.db import connection
-from django.db.models import Max, Q
+from django.db.models import IntegerField, Max, Q, Value
 
-from annotation.models import Annotator, Context, Judgment, Scenario
+from annotation.models import Annotator, Context, ImportedAggregate, ImportedRater, ImportedRating, Judgment, Scenario
 
 from ..format import FORMAT, SPLITS, aggregate, split_for
 from ..selection import select_judgments
@@ -23,6 +23,7 @@ DROPPED_KEYS = (
     "canary_scenarios",
     "canary_judgments",
     "screened_judgments",
+    "imported_judgments",
     "failed_canary_judgments",
     "scenarios_without_judgments",
     "high_sd_scenarios",
@@ -45,11 +46,13 @@ _JUDGMENT_COLUMNS = (
     "canary_passed",
     "seconds_spent",
     "created_at",
+    "import_batch",  # NULL for a judgment (annotated); an imported rating's batch
 )
 # positions in a judgment row
-_J_ID, _J_SCN, _J_ANN, _J_SCORE, _J_MOD, _J_PHASE, _J_REVISES, _J_MODEL, _J_CANARY, _J_SECS, _J_AT = range(
+_J_ID, _J_SCN, _J_ANN, _J_SCORE, _J_MOD, _J_PHASE, _J_REVISES, _J_MODEL, _J_CANARY, _J_SECS, _J_AT, _J_BATCH = range(
     len(_JUDGMENT_COLUMNS)
 )
+_INITIAL = Judgment.Phase.INITIAL.value
 _SCREENED = Annotator.Status.SCREENED_OUT.value
 _RECONFIRMED = Judgment.Phase.RECONFIRMED.value
 
@@ -63,6 +66,8 @@ class Tally:
         self.source = Counter()
         self.per_split = {s: Counter() for s in SPLITS}
         self.annotators = {s: set() for s in SPLITS}
+        self.imported = Counter()  # exported imported ratings and aggregates, dropped aggregates
+        self.imported_raters = set()
 
     def as_dict(self) -> dict:
         splits = {
@@ -82,40 +87,56 @@ class Tally:
             "splits": splits,
             "dropped": {k: self.dropped[k] for k in DROPPED_KEYS},
             "source": {k: self.source[k] for k in SOURCE_KEYS},
-            "read": {k: self.read[k] for k in ("contexts", "scenarios", "judgments")},
+            "read": {k: self.read[k] for k in ("contexts", "scenarios", "judgments", "aggregates")},
+            # How much of the above came from imports (docs/dataset-export.md, "Imported ratings").
+            "imported": {
+                "judgments": self.imported["judgments"],
+                "raters": len(self.imported_raters),
+                "aggregates": self.imported["aggregates"],
+                "aggregate_raters": self.imported["aggregate_raters"],
+                "aggregates_dropped": self.imported["aggregates_dropped"],
+            },
         }
 
 
 def high_water_marks() -> dict:
-    """The largest context, scenario and judgment ids now: an export reads up to these."""
+    """The largest context, scenario, judgment and imported rating / aggregate ids now: an
+    export reads up to these."""
     return {
         "context_id": Context.objects.aggregate(m=Max("pk"))["m"] or 0,
         "scenario_id": Scenario.objects.aggregate(m=Max("pk"))["m"] or 0,
         "judgment_id": Judgment.objects.aggregate(m=Max("pk"))["m"] or 0,
+        "imported_rating_id": ImportedRating.objects.aggregate(m=Max("pk"))["m"] or 0,
+        "imported_aggregate_id": ImportedAggregate.objects.aggregate(m=Max("pk"))["m"] or 0,
     }
 
 
 class _AnnotatorCache:
-    """Annotator id -> (public id as text, screened out?), fetched once per annotator.
+    """Annotator id -> (public id as text, screened out?), fetched once per annotator; the
+    same for imported raters (``model=ImportedRater``: never screened out).
 
     Cheaper than joining the annotator into every judgment row (a UUID object per row);
     holds one small entry per distinct annotator, like the annotator counts do.
     """
 
-    def __init__(self):
+    def __init__(self, model=Annotator):
+        self.model = model
         self.known: dict[int, tuple[str, bool]] = {}
 
     def load(self, ids) -> dict[int, tuple[str, bool]]:
         missing = sorted(set(ids) - self.known.keys())
+        columns = ("pk", "public_id", "status") if self.model is Annotator else ("pk", "public_id")
         for start in range(0, len(missing), 900):  # under any SQLite parameter limit
-            for pk, public_id, status in Annotator.objects.filter(pk__in=missing[start : start + 900]).values_list(
-                "pk", "public_id", "status"
+            for pk, public_id, *status in self.model.objects.filter(pk__in=missing[start : start + 900]).values_list(
+                *columns
             ):
-                self.known[pk] = (str(public_id), status == _SCREENED)
+                self.known[pk] = (str(public_id), status == [_SCREENED])
         return self.known
 
 
-def _iso(dt) -> str:
+def _iso(dt) -> str | None:
+    if dt is None:  # an imported rating without a time
+        return None
     if dt.utcoffset():  # the database hands back UTC; anything else is converted
         dt = dt.astimezone(dt_timezone.utc)
     return dt.isoformat(timespec="microseconds")
@@ -135,29 +156,85 @@ def _judgment_entry(row, initial, public_id: str) -> dict:
         "initial_score": initial[_J_SCORE] if reconfirmed and initial is not None else None,
         "initial_modality": initial[_J_MOD] if reconfirmed and initial is not None else None,
         "model_score_shown": row[_J_MODEL] if reconfirmed else None,
+        "import_batch": row[_J_BATCH],
     }
 
 
+def _imported_rows(scenario_ids: list[int], marks: dict, batch: int) -> list[tuple]:
+    """The imported ratings of these scenarios as judgment rows (in scenario, id order): no
+    judgment id (``judgment_id`` is null in the file), the rater's id as the annotator,
+    phase initial, no model score or time spent, ``rated_at`` as the time, and the batch."""
+    rows = []
+    for start in range(0, len(scenario_ids), batch):
+        rows.extend(
+            (None, scenario, rater, score, modality or None, _INITIAL, None, None, None, None, rated_at, batch_id)
+            for scenario, rater, score, modality, rated_at, batch_id in ImportedRating.objects.filter(
+                scenario_id__in=scenario_ids[start : start + batch], pk__lte=marks["imported_rating_id"]
+            )
+            .order_by("scenario_id", "pk")
+            .values_list("scenario_id", "rater_id", "score", "modality", "rated_at", "batch_id")
+        )
+    return rows
+
+
+def _imported_aggregates(scenario_ids: list[int], marks: dict, batch: int) -> dict[int, list[dict]]:
+    """Scenario id -> its imported pre-aggregated scores, as the file's ``aggregates`` entries."""
+    found = defaultdict(list)
+    for start in range(0, len(scenario_ids), batch):
+        for scenario, batch_id, group, raters, mean in (
+            ImportedAggregate.objects.filter(
+                scenario_id__in=scenario_ids[start : start + batch], pk__lte=marks["imported_aggregate_id"]
+            )
+            .order_by("scenario_id", "pk")
+            .values_list("scenario_id", "batch_id", "rater_group", "raters", "mean")
+        ):
+            found[scenario].append({"import_batch": batch_id, "rater_group": group, "n": raters, "mean": mean})
+    return found
+
+
 class _ChunkJudgments:
-    """A chunk's judgment rows (in scenario, id order), selected once for the whole chunk.
+    """A chunk's judgment rows (in scenario, id order) and imported ratings (after the
+    judgments of their scenario), selected once for the whole chunk.
 
     The rows become numpy columns once and go through ``select_judgments`` in one call; the
     row counts go into ``tally``. ``entries(scenario_id)`` then gives a scenario's counted
-    judgments as export entries, ordered by each annotator's first judgment id.
+    judgments as export entries, ordered by each annotator's first judgment id, the
+    imported ratings last (in import order).
     """
 
-    def __init__(self, rows: list[tuple], *, canary_ids: list[int], options: ExportOptions, annotators, tally: Tally):
-        self.rows = rows
-        self.annotators = annotators
+    def __init__(
+        self,
+        rows: list[tuple],
+        imported_rows: list[tuple],
+        *,
+        canary_ids: list[int],
+        options: ExportOptions,
+        annotators,
+        raters,
+        tally: Tally,
+    ):
+        self.annotators, self.raters = annotators, raters
         self.spans: dict[int, tuple[int, int]] = {}  # scenario id -> its slice of self.order
-        tally.read["judgments"] += len(rows)
-        if not rows:
+        self.imported: list[bool] = []
+        tally.read["judgments"] += len(rows) + len(imported_rows)
+        self.rows = rows + imported_rows
+        if not self.rows:
             return
+        imported = np.zeros(len(self.rows), dtype=bool)
+        imported[len(rows) :] = True
+        if imported_rows:  # each scenario's judgments, then its imported ratings (a stable sort)
+            by_scenario = np.argsort(np.array([r[_J_SCN] for r in self.rows], dtype=np.int64), kind="stable")
+            self.rows = [self.rows[i] for i in by_scenario.tolist()]
+            imported = imported[by_scenario]
+        self.imported = imported.tolist()
+        rows = self.rows
         columns = list(zip(*rows))
         annotator = np.array(columns[_J_ANN], dtype=np.int64)
         scenario = np.array(columns[_J_SCN], dtype=np.int64)
-        present, inverse = np.unique(annotator, return_inverse=True)
-        screened = np.array([annotators[a][1] for a in present.tolist()], dtype=bool)[inverse.reshape(-1)]
+        screened = np.zeros(len(rows), dtype=bool)
+        live = np.flatnonzero(~imported)
+        present, inverse = np.unique(annotator[live], return_inverse=True)
+        screened[live] = np.array([annotators[a][1] for a in present.tolist()], dtype=bool)[inverse.reshape(-1)]
         reconfirmed = np.array(columns[_J_PHASE]) == _RECONFIRMED
         if options.include_canaries:
             canary_failed = np.fromiter((c is False for c in columns[_J_CANARY]), dtype=bool, count=len(rows))
@@ -170,12 +247,15 @@ class _ChunkJudgments:
             screened=screened,
             canary=np.isin(scenario, np.array(canary_ids, dtype=np.int64)),
             canary_failed=canary_failed,
+            imported=imported,
             source=options.source,
             include_screened=options.include_screened,
             include_canaries=options.include_canaries,
+            include_imported=options.include_imported,
         )
         tally.dropped["canary_judgments"] += selection.canary_judgments
         tally.dropped["screened_judgments"] += selection.screened_judgments
+        tally.dropped["imported_judgments"] += selection.imported_judgments
         tally.dropped["failed_canary_judgments"] += selection.failed_canary_judgments
         tally.source["initial_replaced_by_reconfirmation"] += selection.initial_replaced_by_reconfirmation
         tally.source["reconfirmed_unused"] += selection.reconfirmed_unused
@@ -197,9 +277,10 @@ class _ChunkJudgments:
         span = self.spans.get(scenario_id)
         if span is None:
             return []
-        rows, annotators = self.rows, self.annotators
+        rows, imported = self.rows, self.imported
+        ids = (self.annotators, self.raters)
         return [
-            _judgment_entry(rows[i], rows[j] if j >= 0 else None, annotators[rows[i][_J_ANN]][0])
+            _judgment_entry(rows[i], rows[j] if j >= 0 else None, ids[imported[i]][rows[i][_J_ANN]][0])
             for i, j in zip(self.order[span[0] : span[1]], self.initial[span[0] : span[1]])
         ]
 
@@ -239,12 +320,13 @@ def iter_records(options: ExportOptions, *, marks: dict | None = None, tally: Ta
 
     Reads contexts by id up to ``marks`` (``high_water_marks()`` if not given), each chunk
     of ``options.chunk_size`` contexts with one query for their scenarios, one for their
-    judgments (one per 989 scenarios on SQLite, whose IN lists are limited) and, when new
-    annotators appear, one for their public ids and status.
+    judgments (one per 989 scenarios on SQLite, whose IN lists are limited), one each for
+    their imported ratings and aggregates and, when new annotators or imported raters
+    appear, one for their public ids and status.
     """
     marks = marks or high_water_marks()
     tally = tally if tally is not None else Tally()
-    annotator_cache = _AnnotatorCache()
+    annotator_cache, rater_cache = _AnnotatorCache(), _AnnotatorCache(ImportedRater)
     batch = max(1, (connection.features.max_query_params or 5000) - 10)  # ids per IN (...): SQLite 999
     for contexts in _context_chunks(options, marks, batch):
         low, last_id = contexts[0][0], contexts[-1][0]
@@ -269,20 +351,25 @@ def iter_records(options: ExportOptions, *, marks: dict | None = None, tally: Ta
                     scenario_id__in=scenario_ids[start : start + batch], pk__lte=marks["judgment_id"]
                 )
                 .order_by("scenario_id", "pk")
+                .annotate(import_batch=Value(None, output_field=IntegerField()))
                 .values_list(*_JUDGMENT_COLUMNS)
             )
-        annotators = annotator_cache.load(j[_J_ANN] for j in judgments)
+        imported = _imported_rows(scenario_ids, marks, batch)
+        aggregates = _imported_aggregates(scenario_ids, marks, batch)
         chunk = _ChunkJudgments(
             judgments,
+            imported,
             canary_ids=[s[0] for rows in scenarios_by_context.values() for s in rows if s[5]],
             options=options,
-            annotators=annotators,
+            annotators=annotator_cache.load(j[_J_ANN] for j in judgments),
+            raters=rater_cache.load(j[_J_ANN] for j in imported),
             tally=tally,
         )
         for c_id, image, image_sha256, setting, image_origin, image_unreliable in contexts:
             record = _context_record(
                 scenarios_by_context.pop(c_id, []),
                 chunk,
+                aggregates,
                 options=options,
                 tally=tally,
                 head={
@@ -300,23 +387,33 @@ def iter_records(options: ExportOptions, *, marks: dict | None = None, tally: Ta
                 yield record
 
 
-def _context_record(scenarios, chunk: _ChunkJudgments, *, options, tally, head) -> dict | None:
-    """Steps 5-7 of docs/dataset-export.md on one context; None when nothing is left."""
+def _context_record(scenarios, chunk: _ChunkJudgments, aggregates, *, options, tally, head) -> dict | None:
+    """Steps 5-7 of docs/dataset-export.md on one context; None when nothing is left.
+
+    ``aggregates``: scenario id -> its imported pre-aggregated scores; they go with their
+    scenario (kept with ``include_imported``, dropped with a dropped scenario)."""
     tally.read["contexts"] += 1
     out = []
     for s_id, _, text, origin, text_only_label, is_canary in scenarios:
         tally.read["scenarios"] += 1
+        imported = aggregates.get(s_id, [])
+        tally.read["aggregates"] += len(imported)
         if is_canary and not options.include_canaries:
             tally.dropped["canary_scenarios"] += 1
+            tally.imported["aggregates_dropped"] += len(imported)
             continue
+        if not options.include_imported:
+            tally.imported["aggregates_dropped"] += len(imported)
+            imported = []
         entries = chunk.entries(s_id)
-        if not entries:
+        if not entries and not imported:
             tally.dropped["scenarios_without_judgments"] += 1
             continue
-        agg = aggregate([e["score"] for e in entries], [e["modality"] for e in entries])
+        agg = aggregate([e["score"] for e in entries], [e["modality"] for e in entries], imported)
         if options.max_sd is not None and agg["sd"] is not None and agg["sd"] > options.max_sd:
             tally.dropped["high_sd_scenarios"] += 1
             tally.dropped["high_sd_judgments"] += len(entries)
+            tally.imported["aggregates_dropped"] += len(imported)
             continue
         out.append(
             {
@@ -327,6 +424,7 @@ def _context_record(scenarios, chunk: _ChunkJudgments, *, options, tally, head) 
                 "is_canary": is_canary,
                 **agg,
                 "judgments": entries,
+                "aggregates": imported,
             }
         )
     if not out:
@@ -340,5 +438,10 @@ def _context_record(scenarios, chunk: _ChunkJudgments, *, options, tally, head) 
     for s in out:
         counter["judgments"] += len(s["judgments"])
         seen.update(e["annotator_id"] for e in s["judgments"])
+        from_imports = [e["annotator_id"] for e in s["judgments"] if e["import_batch"] is not None]
+        tally.imported["judgments"] += len(from_imports)
+        tally.imported_raters.update(from_imports)
+        tally.imported["aggregates"] += len(s["aggregates"])
+        tally.imported["aggregate_raters"] += sum(a["n"] for a in s["aggregates"])
     head["scenarios"] = out
     return head

@@ -87,7 +87,7 @@ def dataset_export_create(*, fmt: str, created_by=None, **filter_overrides) -> D
     """Write a dataset export in format ``fmt`` ("jsonl", "csv", "parquet") now, and record it.
 
     ``filter_overrides`` are ``ExportOptions`` fields (``source``, ``max_sd``,
-    ``include_screened``, ``include_canaries``, ``split_seed``, ``test_fraction``,
+    ``include_screened``, ``include_canaries``, ``include_imported``, ``split_seed``, ``test_fraction``,
     ``chunk_size``, ``context_ids``); the rest come from settings. The record is saved
     first with status ``running`` (visible in the admin while the file is written; not one
     transaction on purpose: a long transaction would hold SQLite's write lock). The file is

@@ -75,8 +75,13 @@ def csv_cell(value) -> str:
     return str(value)
 
 
+_NO_AGGREGATE = (None, None, None)
+_NO_JUDGMENT = tuple(None for k in JUDGMENT_KEYS if k != "import_batch")
+
+
 def csv_rows(record: dict) -> Iterator[list[str]]:
-    """The CSV rows (cells as text) of one JSONL record: one per judgment."""
+    """The CSV rows (cells as text) of one JSONL record: one per judgment, then one per
+    imported aggregate (its judgment cells empty but ``import_batch``)."""
     ctx = [
         record["format"],
         record["context_id"],
@@ -104,11 +109,14 @@ def csv_rows(record: dict) -> Iterator[list[str]]:
             votes["both"],
         ]
         for j in s["judgments"]:
-            yield [csv_cell(v) for v in (*ctx, *scn, *(j[k] for k in JUDGMENT_KEYS))]
+            yield [csv_cell(v) for v in (*ctx, *scn, *(j[k] for k in JUDGMENT_KEYS), *_NO_AGGREGATE)]
+        for a in s.get("aggregates", ()):
+            cells = (*_NO_JUDGMENT, a["import_batch"], a["rater_group"], a["n"], a["mean"])
+            yield [csv_cell(v) for v in (*ctx, *scn, *cells)]
 
 
 class CsvWriter:
-    """A header row, then one row per exported judgment (``csv_rows``)."""
+    """A header row, then one row per exported judgment or imported aggregate (``csv_rows``)."""
 
     def __init__(self, sink, options):
         self.sink = sink

@@ -179,7 +179,7 @@ def check_images(rows: list[Row], source: ImageSource, keep: dict[str, bytes]) -
     results: dict[str, tuple[str | None, str | None]] = {}  # path -> (sha256, error)
     kept = 0
     for row in rows:
-        if row.context is None:
+        if row.context is None or row.context.refers_only:  # a row of ratings naming a context gives no image
             continue
         path = row.context.image_path
         if path not in results:

@@ -1,6 +1,6 @@
 """Reading the data file: its format (``detect_format``), then CSV records or JSON Lines, one
-``Row`` each (cleaned by ``rows``). The file is read as a stream. The input formats:
-docs/dataset-import.md."""
+``Row`` each (cleaned by ``rows``), with the ratings and pre-aggregated scores they carry.
+The file is read as a stream. The input formats: docs/dataset-import.md."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pathlib import Path
 from ..format import CSV_COLUMNS as EXPORT_CSV_COLUMNS
 from ..format import ExportFormatError, check_record
 from .errors import FileError, row_error, shown
-from .rows import Row, context_in, scenario_in
+from .rows import Row, aggregate_in, blank, context_in, rating_in, scenario_in
 
 FORMATS = ("csv", "jsonl")
 CSV_COLUMNS = (
@@ -28,13 +28,33 @@ CSV_COLUMNS = (
     "image_unreliable",
     "source",
     "image_sha256",
+    # one rating per row ...
+    "rater_id",
+    "score",
+    "modality",
+    "rated_at",
+    # ... or one pre-aggregated score
+    "mean",
+    "raters",
+    "rater_group",
 )
 CSV_REQUIRED = ("image_path", "setting", "scenario_text")
+CSV_RATING = ("rater_id", "score", "modality", "rated_at")
+CSV_AGGREGATE = ("mean", "raters", "rater_group")
 CONTEXT_KEYS = ("external_id", "image_path", "setting", "source", "image_origin", "image_unreliable", "image_sha256", "scenarios")
-SCENARIO_KEYS = ("text", "text_only_label", "is_canary", "canary_min_score", "canary_max_score")
-# Keys of a morale-export/1 line that are read past (aggregates, judgments, ids of the exporting database).
+SCENARIO_KEYS = ("text", "text_only_label", "is_canary", "canary_min_score", "canary_max_score", "judgments", "aggregates")
+JUDGMENT_KEYS = ("annotator_id", "score", "modality", "created_at")
+AGGREGATE_KEYS = ("rater_group", "n", "mean")
+# Keys of a morale-export/1 line that are read past (derived figures, ids of the exporting database).
 EXPORT_ONLY_CONTEXT_KEYS = ("format", "context_id", "split")
-EXPORT_ONLY_SCENARIO_KEYS = ("scenario_id", "origin", "n", "mean", "sd", "majority_modality", "modality_votes", "judgments")
+EXPORT_ONLY_SCENARIO_KEYS = ("scenario_id", "origin", "n", "mean", "sd", "majority_modality", "modality_votes")
+EXPORT_ONLY_JUDGMENT_KEYS = (
+    "judgment_id", "phase", "seconds_spent", "revises", "initial_score", "initial_modality", "model_score_shown",
+    "import_batch",
+)
+EXPORT_ONLY_AGGREGATE_KEYS = ("import_batch",)
+# In a line that is not an export line these say something the import would not use.
+_DERIVED = ("n", "mean")
 
 
 def detect_format(name: str, head: bytes) -> str:
@@ -84,9 +104,20 @@ def csv_rows(binary) -> Iterator[Row]:
             if len(cells) > len(header) and any(c.strip() for c in cells[len(header):]):
                 errors.append(row_error(number, None, f"The row has {len(cells)} cells; the header has {len(header)}."))
             values = dict(zip(header, cells))
-            context = context_in(values, errors=errors, number=number)
+            rated = any(not blank(values.get(c)) for c in CSV_RATING)
+            aggregated = any(not blank(values.get(c)) for c in CSV_AGGREGATE)
+            if rated and aggregated:
+                errors.append(row_error(number, "mean", "A row carries one rating (rater_id, score) or one "
+                                        "pre-aggregated score (mean, raters), not both."))
+            context = context_in(values, errors=errors, number=number, may_refer=rated or aggregated)
             values["text"] = values.pop("scenario_text", None)
             scenario = scenario_in(values, where="", errors=errors, number=number)
+            rating = rating_in(values, where="", errors=errors, number=number) if rated else None
+            aggregate = aggregate_in(values, where="", errors=errors, number=number) if aggregated else None
+            if scenario is not None:
+                scenario.ratings = [rating] if rating else []
+                scenario.aggregates = [aggregate] if aggregate else []
+                scenario.defines = context is None or not context.refers_only
             yield Row(number, context, [scenario] if scenario else [], errors)
     except csv.Error as exc:
         raise FileError(f"The CSV cannot be read past this row ({exc}).", row=numbers[0] + 1) from None
@@ -111,8 +142,12 @@ def _csv_header(cells: list[str], number: int) -> list[str]:
     if repeated:
         raise FileError(f"Column(s) {', '.join(repeated)} appear more than once.", row=number, field=repeated[0])
     missing = [c for c in CSV_REQUIRED if c not in header]
-    if missing:
-        raise FileError(f"Required column(s) missing: {', '.join(missing)}.", row=number, field=missing[0])
+    # A file of ratings for contexts stored (or given on other rows) names each by external_id.
+    refers = "external_id" in header and any(c in header for c in ("rater_id", "mean"))
+    if "scenario_text" in missing or (missing and not refers):
+        hint = (" (a file of ratings for contexts stored or given on other rows may leave out image_path and "
+                "setting; it names each context by external_id)") if "scenario_text" not in missing else ""
+        raise FileError(f"Required column(s) missing: {', '.join(missing)}{hint}.", row=number, field=missing[0])
     return header
 
 
@@ -142,12 +177,13 @@ def _jsonl_row(record, number: int) -> Row:
     unknown = sorted(set(record) - set(CONTEXT_KEYS) - set(EXPORT_ONLY_CONTEXT_KEYS))
     for key in unknown:
         errors.append(row_error(number, key, f"Unknown key {shown(key)}; known keys: {', '.join(CONTEXT_KEYS)}."))
-    context = context_in(record, errors=errors, number=number)
-    scenarios = []
     raw_scenarios = record.get("scenarios")
     if not isinstance(raw_scenarios, list):
         errors.append(row_error(number, "scenarios", "scenarios must be a list of objects ([] for none)."))
         raw_scenarios = []
+    rated = any(isinstance(raw, dict) and (raw.get("judgments") or raw.get("aggregates")) for raw in raw_scenarios)
+    context = context_in(record, errors=errors, number=number, may_refer=rated)
+    scenarios = []
     for i, raw in enumerate(raw_scenarios):
         where = f"scenarios[{i}]."
         if not isinstance(raw, dict):
@@ -155,7 +191,39 @@ def _jsonl_row(record, number: int) -> Row:
             continue
         for key in sorted(set(raw) - set(SCENARIO_KEYS) - set(EXPORT_ONLY_SCENARIO_KEYS)):
             errors.append(row_error(number, f"{where}{key}", f"Unknown key {shown(key)}; known keys: {', '.join(SCENARIO_KEYS)}."))
+        if "format" not in record:
+            for key in (k for k in _DERIVED if k in raw):
+                errors.append(row_error(number, f"{where}{key}", f"{key} is read only in a morale-export/1 line, "
+                                        "where it is derived from the judgments; a pre-aggregated score goes in "
+                                        '"aggregates": [{"mean": ..., "n": ...}].'))
         scenario = scenario_in(raw, where=where, errors=errors, number=number)
+        ratings = _jsonl_list(raw.get("judgments"), f"{where}judgments", JUDGMENT_KEYS, EXPORT_ONLY_JUDGMENT_KEYS,
+                              rating_in, errors, number)
+        aggregates = _jsonl_list(raw.get("aggregates"), f"{where}aggregates", AGGREGATE_KEYS,
+                                 EXPORT_ONLY_AGGREGATE_KEYS, aggregate_in, errors, number)
         if scenario is not None:
+            scenario.ratings, scenario.aggregates = ratings, aggregates
+            scenario.defines = context is None or not context.refers_only
             scenarios.append(scenario)
     return Row(number, context, scenarios, errors)
+
+
+def _jsonl_list(raw, where: str, keys: tuple, ignored: tuple, parse, errors: list[dict], number: int) -> list:
+    """The ratings (``judgments``) or aggregates of one JSONL scenario, parsed by ``parse``."""
+    if raw is None:
+        return []
+    if not isinstance(raw, list):
+        errors.append(row_error(number, where, f"{where.rpartition('.')[2]} must be a list of objects."))
+        return []
+    parsed = []
+    for k, item in enumerate(raw):
+        at = f"{where}[{k}]"
+        if not isinstance(item, dict):
+            errors.append(row_error(number, at, "Each entry must be a JSON object."))
+            continue
+        for key in sorted(set(item) - set(keys) - set(ignored)):
+            errors.append(row_error(number, f"{at}.{key}", f"Unknown key {shown(key)}; known keys: {', '.join(keys)}."))
+        value = parse(item, where=f"{at}.", errors=errors, number=number)
+        if value is not None:
+            parsed.append(value)
+    return parsed

@@ -54,14 +54,18 @@ def import_contexts(
     file_name: str | None = None,
     images_name: str | None = None,
     batch: ImportBatch | None = None,
+    count_towards_target: bool = False,
 ) -> ImportBatch:
-    """Import contexts and scenarios from a CSV or JSON Lines file (docs/dataset-import.md).
+    """Import contexts, scenarios and ratings from a CSV or JSON Lines file (docs/dataset-import.md).
 
     ``batch``: a queued batch already claimed by ``import_run`` (its record is reused);
     otherwise a new one is made.
 
     ``data_file``: a path or a binary file object (e.g. an upload); ``images``: a folder
-    path, a zip path or a binary zip file object. ``fmt``: ``"csv"`` or ``"jsonl"``; by
+    path, a zip path or a binary zip file object, or None for a file whose rows only name
+    stored contexts (a file of ratings). ``count_towards_target``: the imported ratings
+    fill the scenarios' ``MORALE_JUDGMENTS_PER_SCENARIO`` slots (default: they never take
+    a live annotator's place). ``fmt``: ``"csv"`` or ``"jsonl"``; by
     default from the file name's extension, else from its first byte. Returns the
     ``ImportBatch``: ``done`` (``counts``: created vs already present; with
     ``allow_partial``, ``errors`` lists the rows skipped) or ``rejected`` (``errors``, nothing
@@ -75,13 +79,17 @@ def import_contexts(
         file_name = file_name or Path(data_file).name
         opened = data_file = open(data_file, "rb")
     file_name = (file_name or Path(getattr(data_file, "name", "") or "upload").name)[:300]
-    if images_name is None:
+    if images_name is None and images not in (None, ""):
         images_name = str(images) if isinstance(images, (str, os.PathLike)) else getattr(images, "name", "upload")
     if batch is None:
         batch = ImportBatch(created_by=created_by)
     batch.file_name, batch.file_sha256, batch.format = file_name, "", fmt or ""
     batch.status = ImportBatch.Status.RUNNING
-    batch.options = {"allow_partial": bool(allow_partial), "images": images_name}
+    batch.options = {
+        "allow_partial": bool(allow_partial),
+        "images": images_name or "",
+        "count_towards_target": bool(count_towards_target),
+    }
     started = time.perf_counter()
     timings: dict[str, float] = {}
     source = None
@@ -98,15 +106,18 @@ def import_contexts(
         finally:
             batch.full_clean()
             batch.save()
-        source = open_images(images, name=images_name)
+        if images not in (None, ""):
+            source = open_images(images, name=images_name)
 
         # 1. every row, checked on its own
         reader = csv_rows if batch.format == "csv" else jsonl_rows
         rows = list(reader(data_file))
+        if source is None and any(r.context is not None and not r.context.refers_only for r in rows):
+            source = open_images(images)  # FileError: the rows need images and none were given
         timings["parse"] = time.perf_counter() - started
         mark = time.perf_counter()
         kept: dict[str, bytes] = {}
-        distinct_images = check_images(rows, source, kept)
+        distinct_images = check_images(rows, source, kept) if source is not None else 0
         timings["check_images"] = time.perf_counter() - mark
 
         # 2. rows of one context agree with each other and with the database

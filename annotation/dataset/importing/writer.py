@@ -1,18 +1,21 @@
 """Writing a checked plan: the new images into storage (``store_images``), then, in the
-caller's transaction, the new contexts and scenarios in bulk and their scoring queued
-(``write_rows``). See docs/dataset-import.md, "Validation and writing"."""
+caller's transaction, the new contexts, scenarios, imported raters, ratings and aggregates
+in bulk and the scoring of new scenarios queued (``write_rows``). See
+docs/dataset-import.md, "Validation and writing"."""
 
 from __future__ import annotations
 
 import hashlib
 import logging
 import posixpath
+from collections import Counter
 
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db import connection
+from django.db.models import F
 
-from annotation.models import Context, ImportBatch, Scenario
+from annotation.models import Context, ImportBatch, ImportedAggregate, ImportedRater, ImportedRating, Scenario
 from modelloop import services as modelloop_services
 
 from .errors import ChangedMeanwhile
@@ -23,6 +26,7 @@ logger = logging.getLogger("annotation.imports")  # the import's logger name, as
 
 CONTEXT_BATCH = 500
 SCENARIO_BATCH = 1000
+RATING_BATCH = 1000
 _PG_LOCK_KEY = 0x4D4F52414C45  # "MORALE": serialises imports on PostgreSQL
 
 
@@ -92,11 +96,17 @@ def write_rows(batch: ImportBatch, groups: dict[tuple, Group], images: dict[str,
         group.pk = context.pk
     scenarios = []
     present = 0
+    scenario_pk: dict[tuple[int, str], int] = {}  # (context pk, casefolded text) -> scenario pk
+    canary: dict[int, bool] = {}
+    new_keys = []
     for group in groups.values():
         for folded, (s, _) in group.scenarios.items():
             if (group.pk, folded) in stored.scenarios:
                 present += 1
+                row = stored.scenarios[(group.pk, folded)]
+                scenario_pk[(group.pk, folded)], canary[row[0]] = row[0], row[4]
                 continue
+            new_keys.append((group.pk, folded))
             scenarios.append(
                 Scenario(
                     context_id=group.pk,
@@ -109,6 +119,8 @@ def write_rows(batch: ImportBatch, groups: dict[tuple, Group], images: dict[str,
                 )
             )
     Scenario.objects.bulk_create(scenarios, batch_size=SCENARIO_BATCH)
+    for key, scenario in zip(new_keys, scenarios):
+        scenario_pk[key], canary[scenario.pk] = scenario.pk, scenario.is_canary
     modelloop_services.scoring_enqueue(scenario_ids=[s.pk for s in scenarios])
     return {
         "contexts_created": len(contexts),
@@ -116,4 +128,81 @@ def write_rows(batch: ImportBatch, groups: dict[tuple, Group], images: dict[str,
         "scenarios_created": len(scenarios),
         "scenarios_present": present,
         "images_stored": len({g.sha256 for g in new}),
+        **_write_ratings(batch, groups, stored, scenario_pk, canary),
     }
+
+
+def _write_ratings(batch: ImportBatch, groups: dict[tuple, Group], stored, scenario_pk: dict, canary: dict) -> dict:
+    """The new raters, ratings and aggregates of a matched plan, in bulk; with the batch's
+    ``count_towards_target`` option, the judgment counters of their (non-canary) scenarios
+    and contexts grow by them too, under row locks in id order (as a submit does)."""
+    counts = Counter()
+    fill = bool(batch.options.get("count_towards_target"))
+    ratings, aggregates = [], []
+    for group in groups.values():
+        counts["ratings_present"] += len(group.present_ratings)
+        counts["ratings_live"] += len(group.live_ratings)
+        counts["aggregates_present"] += len(group.present_aggregates)
+        done = group.present_ratings | group.live_ratings
+        ratings += [(scenario_pk[(group.pk, k[0])], r) for k, (r, _) in group.ratings.items() if k not in done]
+        aggregates += [
+            (scenario_pk[(group.pk, k[0])], a) for k, (a, _) in group.aggregates.items() if k not in group.present_aggregates
+        ]
+    raters = dict(stored.raters)
+    missing = sorted({r.rater for _, r in ratings} - raters.keys())
+    created = [ImportedRater(external_id=external_id, first_batch=batch) for external_id in missing]
+    ImportedRater.objects.bulk_create(created, batch_size=RATING_BATCH)
+    raters.update((r.external_id, r.pk) for r in created)
+    ImportedRating.objects.bulk_create(
+        (
+            ImportedRating(batch=batch, rater_id=raters[r.rater], scenario_id=s_pk, score=r.score, modality=r.modality,
+                           rated_at=r.rated_at, counts_towards_target=fill)
+            for s_pk, r in ratings
+        ),
+        batch_size=RATING_BATCH,
+    )
+    ImportedAggregate.objects.bulk_create(
+        (
+            ImportedAggregate(batch=batch, scenario_id=s_pk, rater_group=a.rater_group, mean=a.mean, raters=a.raters,
+                              counts_towards_target=fill)
+            for s_pk, a in aggregates
+        ),
+        batch_size=RATING_BATCH,
+    )
+    if fill:
+        slots = Counter(s for s, _ in ratings)
+        for s_pk, a in aggregates:
+            slots[s_pk] += a.raters
+        _count_towards_target(slots, canary)
+    return {
+        "raters_created": len(created),
+        "ratings_created": len(ratings),
+        "ratings_present": counts["ratings_present"],
+        "ratings_live": counts["ratings_live"],
+        "aggregates_created": len(aggregates),
+        "aggregates_present": counts["aggregates_present"],
+        "counts_towards_target": fill,
+    }
+
+
+def _count_towards_target(slots: Counter, canary: dict[int, bool]) -> None:
+    """Add ``slots[scenario id]`` judgments to the counters of these scenarios and their
+    contexts (canaries hold no slots). One UPDATE per distinct increment, not one per scenario."""
+    per_scenario = Counter({s: n for s, n in slots.items() if not canary[s]})
+    if not per_scenario:
+        return
+    ids = sorted(per_scenario)
+    per_context = Counter()
+    for start in range(0, len(ids), 900):  # locked in id order, chunk after chunk: no deadlock with a claim
+        for pk, context_id in (
+            Scenario.objects.select_for_update().filter(pk__in=ids[start : start + 900]).order_by("id")
+            .values_list("pk", "context_id")
+        ):
+            per_context[context_id] += per_scenario[pk]
+    for counter, model in ((per_scenario, Scenario), (per_context, Context)):
+        by_step: dict[int, list[int]] = {}
+        for pk, step in counter.items():
+            by_step.setdefault(step, []).append(pk)
+        for step, pks in by_step.items():
+            for start in range(0, len(pks), 900):
+                model.objects.filter(pk__in=pks[start : start + 900]).update(judgment_count=F("judgment_count") + step)

@@ -52,11 +52,15 @@ class Command(BaseCommand):
             "--include-canaries", action=argparse.BooleanOptionalAction, default=None,
             help="keep canary scenarios (failed canary judgments are removed either way)",
         )
+        parser.add_argument(
+            "--include-imported", action=argparse.BooleanOptionalAction, default=None,
+            help="keep imported ratings and pre-aggregated scores (default: MORALE_EXPORT_INCLUDE_IMPORTED)",
+        )
 
     def handle(self, *args, fmt, **options):
         overrides = {
             name: options[name]
-            for name in ("source", "include_screened", "include_canaries")
+            for name in ("source", "include_screened", "include_canaries", "include_imported")
             if options.get(name) is not None
         }
         if "max_sd" in options:

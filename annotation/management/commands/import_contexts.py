@@ -1,8 +1,10 @@
-"""``manage.py import_contexts``: import contexts and scenarios from CSV or JSON Lines.
+"""``manage.py import_contexts``: import contexts, scenarios and ratings from CSV or JSON Lines.
 
     python manage.py import_contexts contexts.csv --images images/
     python manage.py import_contexts contexts.jsonl --images images.zip --allow-partial
     python manage.py import_contexts morale-export.jsonl --images "$MEDIA_ROOT"
+    python manage.py import_contexts ratings.csv          # ratings of stored contexts: no images
+    python manage.py import_contexts pilot.csv --images pilot/ --count-towards-target
 
 The formats, matching and checks: docs/dataset-import.md. Prints the
 batch, its counts (created vs already present) and every row error. Exit status 1 when the
@@ -28,19 +30,30 @@ def error_line(error: dict) -> str:
 
 
 class Command(BaseCommand):
-    help = "Import contexts and scenarios from a CSV or JSON Lines file, images from a folder or a zip."
+    help = "Import contexts, scenarios and ratings from a CSV or JSON Lines file, images from a folder or a zip."
 
     def add_arguments(self, parser):
         parser.add_argument("file", help="the CSV or JSON Lines file (a morale-export/1 JSONL export works as is)")
-        parser.add_argument("--images", required=True, metavar="DIR_OR_ZIP", help="folder or zip holding the images")
+        parser.add_argument(
+            "--images", metavar="DIR_OR_ZIP",
+            help="folder or zip holding the images (not needed when every row names a stored context)",
+        )
         parser.add_argument(
             "--allow-partial", action="store_true", help="import the rows without errors and skip the others"
         )
         parser.add_argument("--format", choices=FORMATS, dest="fmt", help="default: from the file name")
+        parser.add_argument(
+            "--count-towards-target", action="store_true",
+            help="the imported ratings fill the scenarios' MORALE_JUDGMENTS_PER_SCENARIO slots "
+            "(default: live annotators still give all of them)",
+        )
 
-    def handle(self, *args, file, images, allow_partial, fmt, **options):
+    def handle(self, *args, file, images, allow_partial, fmt, count_towards_target, **options):
         try:
-            batch = import_contexts(data_file=file, images=images, allow_partial=allow_partial, fmt=fmt)
+            batch = import_contexts(
+                data_file=file, images=images, allow_partial=allow_partial, fmt=fmt,
+                count_towards_target=count_towards_target,
+            )
         except FileNotFoundError as exc:
             raise CommandError(f"cannot read {exc.filename}: {exc.strerror}") from exc
         except ImportFailed as exc:

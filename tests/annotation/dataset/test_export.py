@@ -104,6 +104,7 @@ def test_jsonl_line_holds_context_scenarios_judgments_and_hand_computed_aggregat
         "initial_score": None,
         "initial_modality": None,
         "model_score_shown": None,
+        "import_batch": None,
     }
     assert [x["annotator_id"] for x in first["judgments"]] == [str(a.public_id) for a in annotators]
 
@@ -352,9 +353,9 @@ def test_every_row_read_is_counted_exactly_once(settings):
     Annotator.objects.filter(pk=annotators[2].pk).update(status=Annotator.Status.SCREENED_OUT)
     c = export().counts
     dropped, source = c["dropped"], c["source"]
-    assert c["read"] == {"contexts": 2, "scenarios": 3, "judgments": 10}
+    assert c["read"] == {"contexts": 2, "scenarios": 3, "judgments": 10, "aggregates": 0}
     assert c["read"]["judgments"] == c["judgments"] + dropped["canary_judgments"] + dropped["screened_judgments"] + dropped[
-        "failed_canary_judgments"
+        "imported_judgments"] + dropped["failed_canary_judgments"
     ] + dropped["high_sd_judgments"] + source["initial_replaced_by_reconfirmation"] + source["reconfirmed_unused"]
     assert c["read"]["scenarios"] == c["scenarios"] + dropped["canary_scenarios"] + dropped[
         "scenarios_without_judgments"
