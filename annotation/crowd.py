@@ -24,9 +24,11 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
-from django.core.exceptions import ImproperlyConfigured
+from django.core.exceptions import ImproperlyConfigured, ValidationError
 from django.db.models import Count, Min
 from django.utils.crypto import salted_hmac
+
+from morale.text import text_check
 
 from .models import Annotator
 
@@ -102,11 +104,15 @@ def crowd_entry_check(
         raise CrowdEntryRefused(f"Unknown platform {platform!r}.")
     if platform not in settings.MORALE_CROWD_PLATFORMS:
         raise CrowdEntryRefused("This study does not take participants from that platform.")
-    if not _PARTICIPANT_ID.match(participant_id or ""):
+    try:
+        text_check(participant_id or "", field="The participant id in the link")
+    except ValidationError as exc:
+        raise CrowdEntryRefused(f"{exc.messages[0]} Please open the study again from the platform.") from None
+    if not _PARTICIPANT_ID.fullmatch(participant_id or ""):
         raise CrowdEntryRefused(
             "The link is missing a valid participant id. Please open the study again from the platform."
         )
-    if session_id is not None and not _PARTICIPANT_ID.match(session_id):
+    if session_id is not None and not _PARTICIPANT_ID.fullmatch(session_id):
         raise CrowdEntryRefused("The link's session id is not valid. Please open the study again from the platform.")
     expected_study = settings.MORALE_PROLIFIC_STUDY_ID
     if platform == "prolific" and expected_study and study_id != expected_study:

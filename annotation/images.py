@@ -1,9 +1,16 @@
-"""Checking uploaded context images before anything is stored.
+"""Checking uploaded context images before anything is stored, naming and serving them.
 
 Pillow decides what an image is; the file name and the browser's content type are not
 trusted. A file that is not a raster image, is truncated, is larger than
 ``MORALE_MAX_IMAGE_BYTES`` or decodes to more than ``MORALE_MAX_IMAGE_PIXELS`` pixels
 (a decompression bomb) is refused with a message that says which.
+
+The name a context image is stored under comes from what Pillow detected too, never from
+the uploaded name: ``<sha256>.<extension of the detected format>`` (``CheckedImage.file_name``
+for an upload, ``image_file_name`` for bytes an import holds; one rule, ``_file_name``). So
+a PNG uploaded or imported as ``poly.html`` is stored as ``<sha256>.png``, and no stored
+name can make a web server send it as HTML. ``served_content_type`` is what ``/media/``
+sends: the type Pillow detects in the stored file, whatever its name.
 """
 
 import hashlib
@@ -13,9 +20,18 @@ from dataclasses import dataclass
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
+from django.core.files import File
 from PIL import Image, UnidentifiedImageError
 
-ALLOWED_FORMATS = {"JPEG", "PNG", "WEBP", "GIF", "BMP"}
+# Pillow format -> (file extension, content type): the only images stored and served.
+FORMATS = {
+    "JPEG": ("jpg", "image/jpeg"),
+    "PNG": ("png", "image/png"),
+    "WEBP": ("webp", "image/webp"),
+    "GIF": ("gif", "image/gif"),
+    "BMP": ("bmp", "image/bmp"),
+}
+ALLOWED_FORMATS = set(FORMATS)
 
 
 @dataclass(frozen=True)
@@ -24,6 +40,50 @@ class CheckedImage:
     width: int
     height: int
     format: str
+
+    @property
+    def file_name(self) -> str:
+        """The name to store this image under (``_file_name``)."""
+        return _file_name(self.sha256, self.format)
+
+
+def _file_name(sha256: str, fmt: str) -> str:
+    """The one rule for a stored context image's name: its sha256 and the extension of the
+    format Pillow detected (the storage adds a suffix before the extension if it exists)."""
+    return f"{sha256}.{FORMATS[fmt][0]}"
+
+
+def _detected_format(source) -> str | None:
+    """The allowed format Pillow reads in a file's header (path or file object), or None."""
+    try:
+        with Image.open(source, formats=sorted(ALLOWED_FORMATS)) as image:
+            return image.format
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+        return None
+
+
+def image_file_name(data: bytes) -> str:
+    """The name to store these image bytes under, for a caller that holds the bytes of an
+    image ``check_image_upload`` accepted (the importer). ValueError if they are no image."""
+    fmt = _detected_format(io.BytesIO(data))
+    if fmt is None:
+        raise ValueError("these bytes are not an image of an allowed format")
+    return _file_name(hashlib.sha256(data).hexdigest(), fmt)
+
+
+def stored_upload(uploaded, checked: CheckedImage) -> File:
+    """The upload to assign to ``Context.image``, named by ``checked.file_name`` (the field's
+    ``upload_to`` adds the folder) instead of the name the browser sent."""
+    return File(uploaded, name=checked.file_name)
+
+
+def served_content_type(path) -> str | None:
+    """The content type ``/media/`` sends for a stored image: what Pillow detects in the
+    file (never its name's extension); None if it holds no image of an allowed format."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # checked at upload; only the header is read
+        fmt = _detected_format(path)
+    return None if fmt is None else FORMATS[fmt][1]
 
 
 def check_image_upload(uploaded) -> CheckedImage:

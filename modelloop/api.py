@@ -13,7 +13,7 @@ from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework import serializers, viewsets
 from rest_framework.permissions import IsAuthenticated
 
-from morale.api.filters import AllowListedOrdering, IdFilter
+from morale.api.filters import AllowListedOrdering, BooleanFilter, IdFilter, TextFilter
 from morale.api.permissions import IsResearcher
 
 from .models import ModelVersion, Prediction
@@ -49,9 +49,9 @@ class PredictionSerializer(serializers.ModelSerializer):
 
 
 class ModelVersionFilter(django_filters.FilterSet):
-    is_current = django_filters.BooleanFilter()
-    scorer = django_filters.CharFilter()
-    name = django_filters.CharFilter()
+    is_current = BooleanFilter()
+    scorer = TextFilter()
+    name = TextFilter()
     ordering = AllowListedOrdering(fields=["id", "created_at", "promoted_at", "name"])
 
     class Meta:
@@ -61,7 +61,7 @@ class ModelVersionFilter(django_filters.FilterSet):
 
 class PredictionFilter(django_filters.FilterSet):
     model_version = IdFilter(field_name="model_version_id")
-    current = django_filters.BooleanFilter(field_name="model_version__is_current", label="Of the current version only.")
+    current = BooleanFilter(field_name="model_version__is_current", label="Of the current version only.")
     scenario = IdFilter(field_name="scenario_id")
     context = IdFilter(field_name="scenario__context_id")
     status = django_filters.ChoiceFilter(choices=Prediction.Status.choices)

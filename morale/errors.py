@@ -6,7 +6,8 @@ but an outage: those get HTTP 503 with ``Retry-After`` and a page that tries aga
 itself; a form that was being sent is carried on the page, so the annotator's answers
 are not lost (every annotator form is idempotent: its page token makes a resend store
 once). Everything else gets the plain 500 page. Neither page touches the database, the
-session or the user: they render from the template alone. The API answers JSON.
+session or the user: they render from the template alone. The API answers JSON, also for
+a URL under ``/api/`` that matches nothing (``page_not_found``, ``handler404``).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import sys
 from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.template.loader import render_to_string
+from django.views import defaults
 
 logger = logging.getLogger(__name__)
 
@@ -92,3 +94,11 @@ def server_error(request: HttpRequest) -> HttpResponse:
     if api:
         return JsonResponse({"detail": "Server error: the team has been told. Please try again later."}, status=500)
     return HttpResponse(render_to_string("errors/500.html"), status=500)
+
+
+def page_not_found(request: HttpRequest, exception=None) -> HttpResponse:
+    """handler404: the API answers JSON for a URL that matches no route (``/api/v1/contexts/1.5/``),
+    as it does for an id that does not exist; other pages get the site's 404 page."""
+    if request.path.startswith("/api/"):
+        return JsonResponse({"detail": "Not found."}, status=404)
+    return defaults.page_not_found(request, exception)

@@ -13,7 +13,7 @@ modelloop scores -> annotation shows deltas. In imports that means:
 - ``annotation.dataset.format`` and ``annotation.dataset.selection`` touch no ORM: they
   describe a file format and a rule, and training reads them without a database;
 - ``morale``'s shared pieces (the API's permissions, pagination and filters, the broker,
-  the error pages, the job lifecycle, the roles, the settings) import no app: the apps
+  the error pages, the job lifecycle, the roles, the settings, the text rule) import no app: the apps
   import them. The URL configurations (``morale.urls``, ``morale.api.urls``) compose the
   apps and may import them;
 - no function-level import reaches into another top-level package, where it would hide a
@@ -29,8 +29,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 FIRST_PARTY = ("annotation", "modelloop", "training", "morale", "frontend")
 MORALE_SHARED = (
-    "morale.api.permissions", "morale.api.pagination", "morale.api.filters", "morale.broker",
-    "morale.client_ip", "morale.errors", "morale.jobs", "morale.roles", "morale.settings",
+    "morale.api.permissions", "morale.api.pagination", "morale.api.filters", "morale.api.fields",
+    "morale.api.renderers", "morale.api.schema", "morale.broker",
+    "morale.client_ip", "morale.errors", "morale.jobs", "morale.roles", "morale.settings", "morale.text",
 )
 # Function-level imports of another package that are there on purpose, with the reason.
 LAZY_ALLOWED = {

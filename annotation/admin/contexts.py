@@ -47,6 +47,12 @@ class ContextAdminForm(forms.ModelForm):
         model = Context
         fields = ["image", "setting", "source", "image_origin", "image_unreliable", "is_active"]
 
+    def clean_setting(self):
+        return services.context_text_clean(self.cleaned_data["setting"], field="The setting")
+
+    def clean_source(self):
+        return services.context_text_clean(self.cleaned_data["source"], field="The source")
+
     def clean_image(self):
         image = self.cleaned_data["image"]
         if image and hasattr(image, "read"):
@@ -54,8 +60,17 @@ class ContextAdminForm(forms.ModelForm):
         return image
 
 
+class ScenarioAdminForm(forms.ModelForm):
+    """A scenario's text passes the same rule as every scenario's
+    (``services.scenario_text_clean``), also when an existing one is edited."""
+
+    def clean_text(self):
+        return services.scenario_text_clean(self.cleaned_data["text"])
+
+
 class ScenarioInline(admin.TabularInline):
     model = Scenario
+    form = ScenarioAdminForm
     fk_name = "context"
     fields = ["text", "origin", "text_only_label", "is_canary", "canary_min_score", "canary_max_score", "is_retired", "judgment_count"]
     readonly_fields = ["origin", "judgment_count"]
@@ -141,6 +156,7 @@ class ReportedFilter(admin.SimpleListFilter):
 
 @admin.register(Scenario)
 class ScenarioAdmin(AdminListStyle, admin.ModelAdmin):
+    form = ScenarioAdminForm
     list_display = ["id", "text", "context", "origin", "text_only_label", "is_canary", "is_retired", "review_status", "reports", "judgment_count"]
     list_filter = ["origin", "is_canary", "is_retired", "review_status", ReportedFilter, "text_only_label"]
     search_fields = ["text", "context__setting"]

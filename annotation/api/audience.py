@@ -17,11 +17,14 @@ RESEARCHERS_ONLY_FILTER = "Researchers only (for anyone else an unknown paramete
 
 
 def for_researcher(*, request, view) -> bool:
-    """Whether this request gets the researcher's view. Schema generation (a fake view
-    without a real user) documents the researcher's view, with the extra parts marked."""
-    if getattr(view, "swagger_fake_view", False):
+    """Whether this request gets the researcher's view. The schema served at /api/schema/
+    is generated for its reader (an annotator's has no researcher-only fields or filters);
+    generated without a user (``manage.py spectacular``) it documents the researcher's
+    view, with the extra parts marked."""
+    user = getattr(request, "user", None)
+    if getattr(view, "swagger_fake_view", False) and not (user is not None and user.is_authenticated):
         return True
-    return request is not None and is_researcher(request.user)
+    return user is not None and is_researcher(user)
 
 
 class AudienceSerializer(serializers.ModelSerializer):
@@ -53,7 +56,7 @@ class AudienceSerializerSchema(OpenApiSerializerExtension):
             schema["required"] = required
         else:
             schema.pop("required", None)
-        for name in hidden:
+        for name in hidden & set(schema["properties"]):  # an annotator's schema has none of them
             prop = schema["properties"][name]
             if "$ref" in prop:
                 schema["properties"][name] = {"allOf": [prop], "description": RESEARCHERS_ONLY}

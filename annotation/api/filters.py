@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import django_filters
 
-from morale.api.filters import AllowListedOrdering, IdFilter
+from morale.api.filters import AllowListedOrdering, BooleanFilter, IdFilter, IntegerFilter, TextFilter
 
 from ..models import Assignment, Context, DatasetExport, Judgment, Scenario
 from .audience import RESEARCHERS_ONLY_FILTER
@@ -25,7 +25,7 @@ def _created_range():
 
 class ContextFilter(django_filters.FilterSet):
     image_origin = django_filters.ChoiceFilter(choices=Context.ImageOrigin.choices)
-    image_unreliable = django_filters.BooleanFilter()
+    image_unreliable = BooleanFilter()
     created_after, created_before = _created_range()
     ordering = AllowListedOrdering(fields=["id", "created_at"])
 
@@ -35,9 +35,9 @@ class ContextFilter(django_filters.FilterSet):
 
 
 class ContextResearchFilter(ContextFilter):
-    is_active = django_filters.BooleanFilter(label=RESEARCHERS_ONLY_FILTER)
+    is_active = BooleanFilter(label=RESEARCHERS_ONLY_FILTER)
     import_batch = IdFilter(field_name="import_batch_id", label=RESEARCHERS_ONLY_FILTER)
-    external_id = django_filters.CharFilter(label=RESEARCHERS_ONLY_FILTER)
+    external_id = TextFilter(label=RESEARCHERS_ONLY_FILTER)
     ordering = AllowListedOrdering(fields=["id", "created_at", "judgment_count"])
 
 
@@ -56,8 +56,8 @@ class ScenarioResearchFilter(ScenarioFilter):
     author = django_filters.UUIDFilter(
         field_name="author__public_id", label=f"The author's public_id. {RESEARCHERS_ONLY_FILTER}"
     )
-    is_canary = django_filters.BooleanFilter(label=RESEARCHERS_ONLY_FILTER)
-    is_retired = django_filters.BooleanFilter(label=RESEARCHERS_ONLY_FILTER)
+    is_canary = BooleanFilter(label=RESEARCHERS_ONLY_FILTER)
+    is_retired = BooleanFilter(label=RESEARCHERS_ONLY_FILTER)
     text_only_label = django_filters.TypedChoiceFilter(
         choices=[(-1, "-1"), (0, "0"), (1, "1")], coerce=int, label=RESEARCHERS_ONLY_FILTER
     )
@@ -83,7 +83,7 @@ class JudgmentFilter(django_filters.FilterSet):
     assignment = IdFilter(field_name="assignment_id")
     phase = django_filters.ChoiceFilter(choices=Judgment.Phase.choices)
     modality = django_filters.ChoiceFilter(choices=Judgment.Modality.choices)
-    score = IdFilter(label="Score 1-5.")
+    score = IntegerFilter(min_value=1, max_value=5, label="Score 1-5.")
     created_after, created_before = _created_range()
     ordering = AllowListedOrdering(fields=["id", "created_at", "score"])
 
@@ -94,7 +94,7 @@ class JudgmentFilter(django_filters.FilterSet):
 
 class JudgmentResearchFilter(JudgmentFilter):
     model_version = IdFilter(field_name="model_version_id", label=RESEARCHERS_ONLY_FILTER)
-    canary_passed = django_filters.BooleanFilter(label=RESEARCHERS_ONLY_FILTER)
+    canary_passed = BooleanFilter(label=RESEARCHERS_ONLY_FILTER)
     ordering = AllowListedOrdering(fields=["id", "created_at", "score", "delta", "seconds_spent"])
 
 

@@ -10,10 +10,13 @@ from rest_framework import serializers
 from rest_framework.reverse import reverse
 
 from annotation.dataset import format as dataset_format
+from morale.api.fields import JsonBooleanField, JsonChoiceField, JsonIntegerField, JsonNumberField
+
 from ..models import Assignment, Context, DatasetExport, Judgment, Scenario
 from .audience import AudienceSerializer
 
 PUBLIC_ID = "The annotator's public_id (pseudonymous; the id dataset exports use)."
+MAX_EXPORT_CONTEXT_IDS = 100_000  # an export of chosen contexts; more than MM-SCALE's 9,260
 
 
 class ContextSerializer(AudienceSerializer):
@@ -100,25 +103,27 @@ class ExportSerializer(serializers.ModelSerializer):
 
 class ExportCreateSerializer(serializers.Serializer):
     """What a researcher may choose for an export; left out, the ``MORALE_EXPORT_*`` settings apply.
-    The split seed, test fraction and chunk size are deployment settings, not per-export choices."""
+    The split seed, test fraction and chunk size are deployment settings, not per-export choices.
+    Each value must have the JSON type the schema names (``"true"`` is not ``true``)."""
 
-    format = serializers.ChoiceField(choices=DatasetExport.Format.choices)
-    source = serializers.ChoiceField(choices=[(s, s) for s in dataset_format.SOURCES], required=False)
-    max_sd = serializers.FloatField(
+    format = JsonChoiceField(choices=DatasetExport.Format.choices)
+    source = JsonChoiceField(choices=[(s, s) for s in dataset_format.SOURCES], required=False)
+    max_sd = JsonNumberField(
         required=False,
         allow_null=True,
         min_value=0,
         help_text="Drop scenarios whose sd is above this; null: no sd filter.",
     )
-    include_screened = serializers.BooleanField(required=False)
-    include_canaries = serializers.BooleanField(required=False)
-    include_imported = serializers.BooleanField(
+    include_screened = JsonBooleanField(required=False)
+    include_canaries = JsonBooleanField(required=False)
+    include_imported = JsonBooleanField(
         required=False, help_text="Keep imported ratings and pre-aggregated scores (default: MORALE_EXPORT_INCLUDE_IMPORTED)."
     )
     context_ids = serializers.ListField(
-        child=serializers.IntegerField(min_value=1),
+        child=JsonIntegerField(min_value=1),
         required=False,
         allow_empty=False,
-        max_length=100_000,
-        help_text="Export only these contexts; left out: all.",
+        min_length=1,
+        max_length=MAX_EXPORT_CONTEXT_IDS,
+        help_text=f"Export only these contexts (1 to {MAX_EXPORT_CONTEXT_IDS:,} ids); left out: all.",
     )

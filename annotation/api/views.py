@@ -22,6 +22,7 @@ from rest_framework.response import Response
 from rest_framework.reverse import reverse
 
 from morale.api.permissions import IsResearcher
+from morale.api.schema import ERROR
 
 from .. import selectors
 from annotation.dataset.export import service as export_service
@@ -184,8 +185,11 @@ class ExportViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.G
     @extend_schema(
         summary="Download an export's file (researchers only)",
         responses={
-            (200, "application/octet-stream"): OpenApiResponse(OpenApiTypes.BINARY, description="The export file."),
-            409: OpenApiResponse(description="Not done yet, or failed: nothing to download."),
+            **{
+                (200, content_type.split(";")[0]): OpenApiResponse(OpenApiTypes.BINARY, description=f"The export file ({fmt}).")
+                for fmt, content_type in CONTENT_TYPES.items()
+            },
+            409: OpenApiResponse(ERROR, description="Not done yet, or failed: nothing to download."),
         },
     )
     @action(detail=True, methods=["get"])

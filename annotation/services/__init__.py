@@ -23,6 +23,7 @@ from .assignment import (
 from .content import (
     context_build,
     context_create,
+    context_text_clean,
     context_update,
     contexts_set_active,
     scenario_add_by_annotator,
@@ -87,6 +88,7 @@ __all__ = [
     "checks_mark_shown",
     "context_build",
     "context_create",
+    "context_text_clean",
     "context_update",
     "contexts_set_active",
     "crowd_annotator",

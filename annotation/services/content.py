@@ -12,8 +12,9 @@ from django.db import transaction
 from django.utils import timezone
 
 from modelloop import services as modelloop_services
+from morale.text import text_clean
 
-from ..images import CheckedImage, check_image_upload
+from ..images import CheckedImage, check_image_upload, stored_upload
 from ..models import Annotator, Assignment, Context, ImportBatch, Judgment, Scenario
 from .assignment import assignment_complete
 from .reports import report_text_clean
@@ -37,16 +38,17 @@ def context_build(
 
     ``checked`` is what ``images.check_image_upload`` returned for ``image`` (an upload, or
     the name it is stored under): a context is never built from an unchecked image, and its
-    sha256 is the one that check computed. Texts are stripped, then ``full_clean()``. A bulk
+    sha256 is the one that check computed. An upload is stored under the name that check
+    gives it (``<sha256>.<detected format>``), never the name it came with. Texts are stripped, then ``full_clean()``. A bulk
     caller may pass ``check_in_database=False`` to skip the checks that cost a query each
     (the unique external id, the CheckConstraints, the import batch's existence: the
     database enforces them at insert anyway) and ``bulk_create`` what it gets.
     """
     context = Context(
-        image=image,
+        image=stored_upload(image, checked) if hasattr(image, "read") else image,
         image_sha256=checked.sha256,
-        setting=(setting or "").strip(),
-        source=(source or "").strip(),
+        setting=context_text_clean(setting, field="The setting"),
+        source=context_text_clean(source, field="The source"),
         image_origin=image_origin,
         image_unreliable=image_unreliable,
         is_active=is_active,
@@ -59,6 +61,12 @@ def context_build(
         validate_constraints=check_in_database,
     )
     return context
+
+
+def context_text_clean(value, *, field: str) -> str:
+    """A context's setting or source as stored: one line, no control characters
+    (``morale.text``), stripped; ValidationError naming ``field`` if refused."""
+    return text_clean(value or "", field=field).strip()
 
 
 @transaction.atomic
@@ -89,14 +97,15 @@ def context_create(
 def context_update(*, context: Context, new_image=None) -> Context:
     """Save a researcher's edit of a stored context (the admin's change form).
 
-    A replaced image (``new_image``, an upload) passes the same check as a new context's
-    and its sha256 is recorded; texts are stripped, then ``full_clean()``.
+    A replaced image (``new_image``, an upload) passes the same check as a new context's,
+    is stored under the name it gives and its sha256 is recorded; texts are stripped, then ``full_clean()``.
     """
     if new_image is not None:
-        context.image = new_image
-        context.image_sha256 = check_image_upload(new_image).sha256
-    context.setting = (context.setting or "").strip()
-    context.source = (context.source or "").strip()
+        checked = check_image_upload(new_image)
+        context.image = stored_upload(new_image, checked)
+        context.image_sha256 = checked.sha256
+    context.setting = context_text_clean(context.setting, field="The setting")
+    context.source = context_text_clean(context.source, field="The source")
     context.full_clean()
     context.save()
     return context
@@ -107,7 +116,9 @@ def scenario_text_clean(text) -> str:
     """Normalise and check a scenario text; raise ValidationError with a readable message."""
     if not isinstance(text, str):
         raise ValidationError("The scenario must be text.", code="scenario_type")
-    cleaned = " ".join(text.split())  # collapse whitespace and newlines
+    # NUL and other control characters are refused, tabs and line breaks become spaces;
+    # then whitespace collapses.
+    cleaned = " ".join(text_clean(text, field="The scenario").split())
     if not cleaned:
         raise ValidationError("Please write the scenario: it is empty.", code="scenario_empty")
     limit = settings.MORALE_SCENARIO_MAX_CHARS

@@ -5,10 +5,17 @@
 - ``api/docs/``   Swagger UI, ``api/docs/redoc/`` Redoc
 
 URL names are in the namespace ``api`` (``api:judgment-list``, ``api:export-download``, ...).
+
+The docs pages run under the site's Content-Security-Policy with what they need added:
+Swagger UI loads its start-up script from its own URL (``?script``, drf-spectacular's
+split view) instead of inline; Redoc injects its styles as ``<style>`` elements and runs
+its search in a ``blob:`` worker. Neither loads anything from another site.
 """
 
+from csp.constants import UNSAFE_INLINE
+from csp.decorators import csp_update
 from django.urls import include, path
-from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerSplitView
 from rest_framework.routers import DefaultRouter
 
 from annotation.api import AssignmentViewSet, ContextViewSet, ExportViewSet, JudgmentViewSet, ScenarioViewSet
@@ -30,6 +37,16 @@ router.register("training-runs", TrainingRunViewSet, basename="training-run")
 urlpatterns = [
     path("v1/", include(router.urls)),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
-    path("docs/", SpectacularSwaggerView.as_view(url_name="api:schema"), name="docs"),
-    path("docs/redoc/", SpectacularRedocView.as_view(url_name="api:schema"), name="redoc"),
+    path(
+        "docs/",
+        SpectacularSwaggerSplitView.as_view(url_name="api:schema", template_name="api/swagger_ui.html"),
+        name="docs",
+    ),
+    path(
+        "docs/redoc/",
+        csp_update({"style-src": [UNSAFE_INLINE], "worker-src": ["blob:"]})(
+            SpectacularRedocView.as_view(url_name="api:schema", template_name="api/redoc.html")
+        ),
+        name="redoc",
+    ),
 ]

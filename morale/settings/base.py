@@ -43,6 +43,7 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",  # Swagger UI and Redoc files, served by whitenoise (no CDN)
     "django_celery_beat",
     "axes",  # log-in throttling: failed attempts and lockouts (see "Log-in throttling" below)
+    "csp",  # django-csp: the Content-Security-Policy header (below)
     "annotation",
     "modelloop",
     "training",
@@ -51,6 +52,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "csp.middleware.CSPMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -137,6 +139,27 @@ STORAGES = {
 MORALE_MAX_IMAGE_BYTES = env.int("MORALE_MAX_IMAGE_BYTES", default=10 * 1024 * 1024)
 MORALE_MAX_IMAGE_PIXELS = env.int("MORALE_MAX_IMAGE_PIXELS", default=40_000_000)
 DATA_UPLOAD_MAX_MEMORY_SIZE = MORALE_MAX_IMAGE_BYTES + 1024 * 1024
+
+# --- Content-Security-Policy (django-csp) -------------------------------------------
+# Every page: scripts, styles, fonts and fetches from this site only, no inline script or
+# style, no plugins, no framing, forms post here only. Media get a stricter one of their
+# own (morale/urls.py); the API docs a wider one per view (morale/api/urls.py).
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'"],
+        "img-src": ["'self'", "data:"],  # data: for the favicon and the admin's and docs' CSS icons
+        "object-src": ["'none'"],
+        "base-uri": ["'none'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+    },
+}
+# Where browsers report violations (a URL; empty: nowhere).
+MORALE_CSP_REPORT_URI = env.str("MORALE_CSP_REPORT_URI", default="")
+if MORALE_CSP_REPORT_URI:
+    CONTENT_SECURITY_POLICY["DIRECTIVES"]["report-uri"] = [MORALE_CSP_REPORT_URI]
 
 # --- Celery --------------------------------------------------------------------------
 # kombu ignores the host of a filesystem URL but warns when there is none.
@@ -373,7 +396,12 @@ REST_FRAMEWORK = {
     "DEFAULT_FILTER_BACKENDS": ["morale.api.filters.AllowListedFilterBackend"],
     "DEFAULT_PAGINATION_CLASS": "morale.api.pagination.BoundedLimitOffsetPagination",
     "PAGE_SIZE": 100,
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    # JSON, and the browsable API with the inline styles it needs (morale/api/renderers.py).
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer", "morale.api.renderers.BrowsableAPIRenderer"],
+    # Bodies are JSON only (the schema then documents one request type, and a form post is a 415).
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    # Documents the error answers every operation shares (morale/api/schema.py).
+    "DEFAULT_SCHEMA_CLASS": "morale.api.schema.AutoSchema",
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "MORALE API",
@@ -386,6 +414,9 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
+    # Any logged-in user reads the schema and the docs, but each sees only the operations,
+    # fields and filters they may use: an annotator's schema has no researcher-only parts.
+    "SERVE_PUBLIC": False,
     "SCHEMA_PATH_PREFIX": r"/api/v1",
     "COMPONENT_SPLIT_REQUEST": True,
     # Several models have a "status" with different choices: one named enum each.

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from django.conf import settings
-from django.test import Client
+from django.test import Client, testcases
 
 from tests.conftest import skip_or_fail
 
@@ -60,10 +60,42 @@ def chromium(allow_orm_beside_playwright):
             browser.close()
 
 
+# Reports every Content-Security-Policy violation on the console, where the pages' tests look.
+CSP_REPORTER_JS = """document.addEventListener("securitypolicyviolation", (e) => console.error(
+  "Content Security Policy violation: " + e.violatedDirective + " blocked " + (e.blockedURI || "inline") +
+  " at " + e.sourceFile + ":" + e.lineNumber));"""
+
+
+# Refusals that are the policy working as meant, each with the reason.
+EXPECTED_CSP_REFUSALS = {
+    # Redoc's footer shows Redocly's logo from their CDN: blocked, so that the docs load
+    # nothing from another site (the image hides itself when it fails).
+    "https://cdn.redoc.ly/redoc/logo-mini.svg",
+}
+
+
+def csp_violations(page) -> list[str]:
+    """What the browser refused on this page under the Content-Security-Policy, so far
+    (less the expected refusals)."""
+    return [v for v in page.csp_violations if not any(url in v for url in EXPECTED_CSP_REFUSALS)]
+
+
 @pytest.fixture
-def new_page(chromium, live_server):
-    """A factory of pages, each in a fresh browser context (own cookies); all closed after the test."""
+def media_through_the_site(monkeypatch):
+    """Django's live server answers ``/media/`` itself (``_MediaFilesHandler``, by the file
+    name's type); let the site's own media view answer, as in the embedded default."""
+    monkeypatch.setattr(testcases._MediaFilesHandler, "_should_handle", lambda self, path: False)
+
+
+@pytest.fixture
+def new_page(chromium, live_server, media_through_the_site):
+    """A factory of pages, each in a fresh browser context (own cookies); all closed after the test.
+
+    Every page of every browser test runs under the site's Content-Security-Policy: a
+    violation the browser reports on the console fails the test that saw it.
+    """
     contexts = []
+    pages = []
 
     def make(viewport=DESKTOP, user=None, **options):
         context = chromium.new_context(viewport=viewport, base_url=live_server.url, **options)
@@ -71,14 +103,25 @@ def new_page(chromium, live_server):
         contexts.append(context)
         if user is not None:
             context.add_cookies([{"name": settings.SESSION_COOKIE_NAME, "value": session_for(user), "url": live_server.url}])
+        context.add_init_script(CSP_REPORTER_JS)
         page = context.new_page()
         page.errors = []  # uncaught JavaScript errors, checked by the tests
         page.on("pageerror", lambda exc: page.errors.append(str(exc)))
+        page.csp_violations = []
+        page.on(
+            "console",
+            lambda message: page.csp_violations.append(f"{page.url}: {message.text}")
+            if "Content Security Policy" in message.text
+            else None,
+        )
+        pages.append(page)
         return page
 
     yield make
+    violations = [v for page in pages for v in csp_violations(page)]
     for context in contexts:
         context.close()
+    assert violations == [], "Content-Security-Policy violations:\n" + "\n".join(violations)
 
 
 def session_for(user) -> str:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 
 from annotation.models import ImportBatch
+from morale.text import text_escaped
 
 
 class ImportFailed(Exception):
@@ -30,7 +31,9 @@ class ChangedMeanwhile(Exception):
 
 
 def row_error(row: int | None, field_name: str | None, message: str) -> dict:
-    return {"row": row, "field": field_name, "message": message}
+    """One stored error. A field name or message that echoes a control character (an unknown
+    JSON key holding NUL) has it escaped: the database refuses NUL in text."""
+    return {"row": row, "field": None if field_name is None else text_escaped(field_name), "message": text_escaped(message)}
 
 
 def shown(value, limit: int = 60) -> str:

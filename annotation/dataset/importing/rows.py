@@ -16,6 +16,7 @@ from django.utils.dateparse import parse_date, parse_datetime
 
 from annotation.models import Context, ImportedAggregate, ImportedRater, Judgment
 from annotation.services import scenario_text_clean
+from morale.text import text_check, text_clean
 
 from .errors import row_error, shown
 
@@ -121,7 +122,7 @@ def _text(value, name: str, *, required: bool = False) -> str | None:
         return None
     if isinstance(value, bool) or not isinstance(value, (str, int)):
         raise ValidationError(f"{name} must be text, not {shown(value)}.")
-    return str(value).strip()
+    return text_clean(str(value), field=name).strip()
 
 
 def _whole(value, name: str, allowed: tuple[int, ...], shown_allowed: str) -> int | None:
@@ -164,6 +165,7 @@ def clean_image_path(value) -> str:
     """The image path as a relative, normalised POSIX path; ValidationError if it is unsafe."""
     if isinstance(value, bool) or not isinstance(value, str) or not value.strip():
         raise ValidationError("image_path is required: the image's path inside the images folder or zip.")
+    text_check(value.strip(), field="image_path")
     path = value.strip().replace("\\", "/")
     if path.startswith("/") or re.match(r"[A-Za-z]:", path):
         raise ValidationError(f"image_path must be relative to the images folder or zip, not {shown(value)}.")

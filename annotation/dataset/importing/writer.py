@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import posixpath
 from collections import Counter
 
 from django.core.files.base import ContentFile
@@ -15,6 +14,7 @@ from django.core.files.storage import default_storage
 from django.db import connection
 from django.db.models import F
 
+from annotation.images import image_file_name
 from annotation.models import Context, ImportBatch, ImportedAggregate, ImportedRater, ImportedRating, Scenario
 from modelloop import services as modelloop_services
 
@@ -33,7 +33,8 @@ _PG_LOCK_KEY = 0x4D4F52414C45  # "MORALE": serialises imports on PostgreSQL
 def store_images(groups: list[Group], source: ImageSource, kept: dict[str, bytes]) -> dict[str, str]:
     """Store each distinct new image once; return sha256 -> storage name.
 
-    Names follow the ``Context.image`` field's ``upload_to``; the storage makes each unique.
+    Names follow the ``Context.image`` field's ``upload_to`` and ``annotation.images``'
+    naming rule; the storage makes each unique.
     """
     image_field = Context._meta.get_field("image")
     folder = image_field.generate_filename(None, "x").rpartition("/")[0]  # e.g. contexts/2026/11
@@ -47,7 +48,7 @@ def store_images(groups: list[Group], source: ImageSource, kept: dict[str, bytes
                 data = source.read(group.context.image_path)
             if hashlib.sha256(data).hexdigest() != group.sha256:
                 raise RuntimeError(f"{group.context.image_path} changed while it was being imported")
-            name = f"{folder}/{posixpath.basename(group.context.image_path)}"
+            name = f"{folder}/{image_file_name(data)}"  # from what Pillow detects, never the file's own name
             stored[group.sha256] = default_storage.save(name, ContentFile(data), max_length=image_field.max_length)
     except BaseException:
         delete_files(stored.values())
