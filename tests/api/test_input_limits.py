@@ -6,6 +6,7 @@ And who reads the schema and the docs: any logged-in user, each the part they ma
 import json
 
 import pytest
+from django.test import RequestFactory
 
 from annotation.models import DatasetExport
 from training.models import TrainingRun
@@ -174,7 +175,7 @@ def test_anonymous_visitors_get_neither_the_schema_nor_the_docs(world, client):
 
 
 def test_an_annotators_schema_holds_only_what_annotators_may_use(world, client):
-    assert client.login(username=world.alice.user.username, password=PASSWORD)
+    assert client.login(request=RequestFactory().get("/"), username=world.alice.user.username, password=PASSWORD)
     schema = served_schema(client)
     assert not RESEARCH_ONLY_PATHS & set(schema["paths"])
     assert "/api/v1/judgments/" in schema["paths"]
