@@ -268,8 +268,8 @@ class ImportBatchAdmin(ReloadsWhileBusy, admin.ModelAdmin):
             form = ImportForm(request.POST, request.FILES)
             if form.is_valid():
                 data, images = form.cleaned_data["data_file"], form.cleaned_data["images"]
-                if data.size + images.size > settings.MORALE_IMPORT_INLINE_MAX_BYTES:
-                    # Too large to import within the request (gunicorn's timeout): a worker does it.
+                if import_service.import_should_queue(data, images):
+                    # Too large (bytes or rows) to import within the request: a worker does it.
                     batch = import_service.import_queue(
                         data_upload=data,
                         images_upload=images,
@@ -312,5 +312,6 @@ class ImportBatchAdmin(ReloadsWhileBusy, admin.ModelAdmin):
             ),
             "columns": ", ".join(import_readers.CSV_COLUMNS),
             "inline_max_mb": round(settings.MORALE_IMPORT_INLINE_MAX_BYTES / 2**20, 1),
+            "inline_max_rows": settings.MORALE_IMPORT_INLINE_MAX_ROWS,
         }
         return TemplateResponse(request, "admin/annotation/importbatch/import_form.html", context)
