@@ -185,7 +185,7 @@ def import_contexts(
         images: dict[str, str] = {}
         chunks = _chunks(groups, settings.MORALE_IMPORT_CHUNK_ROWS)
         written = {"chunks": 0, "rows": 0}
-        timings.update(store_images=0.0, insert=0.0, transactions=0)
+        timings.update(store_images=0.0, insert=0.0, transactions=0, longest_transaction=0.0)
         try:
             for chunk in chunks:
                 mark = time.perf_counter()
@@ -204,6 +204,7 @@ def import_contexts(
                 images_to_delete = []
                 written["chunks"] += 1
                 written["rows"] += chunk_rows
+                timings["longest_transaction"] = max(timings["longest_transaction"], time.perf_counter() - mark)
                 timings["insert"] += time.perf_counter() - mark
                 timings["transactions"] += 1
         except Exception as exc:
