@@ -119,7 +119,9 @@ def import_contexts(
         batch = ImportBatch(created_by=created_by, **jobs.claimed_fields())
     batch.file_name, batch.file_sha256, batch.format = file_name, "", fmt or ""
     batch.status = ImportBatch.Status.RUNNING
+    kept_files = {"stored": batch.options["stored"]} if "stored" in (batch.options or {}) else {}
     batch.options = {
+        **kept_files,  # a queued batch's uploaded files: a lost attempt is resumed from them
         "allow_partial": bool(allow_partial),
         "images": images_name or "",
         "count_towards_target": bool(count_towards_target),
