@@ -125,9 +125,12 @@ def training_run_execute(
     try:
         with jobs.working_on(TRAINING_JOB, run):  # feature extraction beats through jobs.beat_current
             _execute(run, backbone=backbone, progress=progress)
-    except jobs.JobLost as exc:  # the sweep failed it meanwhile (silent too long): stop, write nothing
-        logger.warning("training run #%s abandoned: %s", run.pk, exc)
-        run.refresh_from_db()
+    except jobs.JobLost as exc:
+        if TrainingRun.objects.filter(pk=run.pk, status=TrainingRun.Status.RUNNING, claim_token=run.claim_token).exists():
+            jobs.fail(TRAINING_JOB, run, f"JobLost: {exc}"[:10_000])  # another job of this run (its export) was lost
+        else:  # the sweep failed the run meanwhile (silent too long): stop, write nothing
+            logger.warning("training run #%s abandoned: %s", run.pk, exc)
+            run.refresh_from_db()
     except Exception as exc:  # noqa: BLE001 - every failure ends the run with its reason
         logger.exception("training run #%s failed", run.pk)
         jobs.fail(TRAINING_JOB, run, f"{type(exc).__name__}: {exc}"[:10_000])

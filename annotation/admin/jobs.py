@@ -199,6 +199,8 @@ def errors_table(errors: list[dict], limit: int = ERRORS_SHOWN):
 def counts_summary(batch: ImportBatch) -> str:
     c = batch.counts or {}
     if "contexts_created" not in c:
+        if "rows_written" in c:  # running, or failed part way (the reason says what stays imported)
+            return f"{c['rows_written']} of {c.get('rows', '?')} rows written"
         return "-"
     summary = (
         f"contexts {c['contexts_created']} new / {c['contexts_present']} present; "

@@ -202,7 +202,8 @@ def import_contexts(
                 with transaction.atomic():
                     for name, value in write_rows(batch, chunk, images).items():
                         counts[name] = value if isinstance(value, bool) else counts.get(name, 0) + value
-                    jobs.write(IMPORT_JOB, batch, counts={**counts, "rows_written": written["rows"] + chunk_rows})
+                    # Progress only: the created/present counts are recorded once, for the whole file.
+                    jobs.write(IMPORT_JOB, batch, counts={"rows": counts["rows"], "rows_written": written["rows"] + chunk_rows})
                 images_to_delete = []
                 written["chunks"] += 1
                 written["rows"] += chunk_rows
