@@ -334,3 +334,18 @@ def test_a_failure_after_some_chunks_leaves_a_failed_batch_with_the_reason_not_h
     rest = import_service.import_run(_queued_import(rows=6).pk)
     assert rest.status == "done" and rest.counts["contexts_created"] == 2 and rest.counts["contexts_present"] == 4
     assert Context.objects.count() == 6 and not ImportedRating.objects.exists()
+
+
+def test_the_admin_queues_an_upload_of_few_bytes_but_many_rows(settings, client, django_user_model, tmp_path):
+    from tests.annotation.test_import_admin import GOOD_CSV, IMAGES, csv_upload, post_import, zip_upload
+    from morale.roles import researcher_make
+
+    settings.MEDIA_ROOT = tmp_path / "media"
+    settings.MORALE_IMPORT_INLINE_MAX_ROWS = 3  # GOOD_CSV: a header and three rows
+    user = django_user_model.objects.create_user("rowan", password="pw-for-tests-123")
+    researcher_make(user)
+    client.force_login(user)
+    with mock.patch.object(annotation_tasks.import_batch, "delay"):
+        response = post_import(client, csv_upload(GOOD_CSV), zip_upload(IMAGES))
+    assert response.status_code == 302
+    assert ImportBatch.objects.get().status == "queued" and not Context.objects.exists()

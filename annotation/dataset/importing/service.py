@@ -353,13 +353,15 @@ class _PartlyWritten(Exception):
 
 
 def _chunks(groups: dict, rows_per_chunk: int) -> list[dict]:
-    """Whole contexts (with all their rows) in chunks of about ``rows_per_chunk`` rows."""
+    """Whole contexts (with all their rows) in chunks of about ``rows_per_chunk`` rows written,
+    a row being a scenario, a rating or a mean score (a JSON Lines line of a context with
+    four scenarios and twelve ratings weighs 16, like the CSV rows it stands for)."""
     if rows_per_chunk < 1:
         raise ValueError(f"MORALE_IMPORT_CHUNK_ROWS must be at least 1, not {rows_per_chunk}")
     chunks, current, size = [], {}, 0
     for key, group in groups.items():
         current[key] = group
-        size += max(1, len(group.rows))
+        size += max(1, len(group.scenarios) + len(group.ratings) + len(group.aggregates))
         if size >= rows_per_chunk:
             chunks.append(current)
             current, size = {}, 0
