@@ -300,7 +300,7 @@ MORALE_IMPORT_INLINE_MAX_BYTES = env.int("MORALE_IMPORT_INLINE_MAX_BYTES", defau
 MORALE_IMPORT_INLINE_MAX_ROWS = env.int("MORALE_IMPORT_INLINE_MAX_ROWS", default=5000)
 # Rows written per transaction: each chunk commits on its own, so no import holds SQLite's
 # write lock for long (an annotator's judgment waits at most one chunk).
-MORALE_IMPORT_CHUNK_ROWS = env.int("MORALE_IMPORT_CHUNK_ROWS", default=1000)
+MORALE_IMPORT_CHUNK_ROWS = env.int("MORALE_IMPORT_CHUNK_ROWS", default=500)
 
 # --- Training ----------------------------------------------------------------------------
 # Gate: a new head becomes current only if, on the same test lists, its NDCG@5 is at least
