@@ -280,6 +280,12 @@ class ImportBatch(models.Model):
     )
     created_at = models.DateTimeField(auto_now_add=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # Bumped while a worker imports it: a running batch silent for MORALE_JOB_STALE_MINUTES lost its worker.
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    # The job lifecycle (morale/jobs.py): the claim's fencing token, how many claims, when last sent.
+    claim_token = models.CharField(max_length=32, blank=True, editable=False)
+    attempts = models.PositiveIntegerField(default=0, editable=False)
+    sent_at = models.DateTimeField(null=True, blank=True, editable=False)
 
     class Meta:
         ordering = ["-id"]
@@ -666,13 +672,17 @@ class DatasetExport(models.Model):
     progress_done = models.PositiveIntegerField(default=0)
     progress_total = models.PositiveIntegerField(null=True, blank=True)
     # Bumped with every chunk written: a running export whose heartbeat is older than
-    # MORALE_EXPORT_STALE_MINUTES lost its worker and may be taken over (exports.py).
+    # MORALE_JOB_STALE_MINUTES lost its worker and is queued again (morale/jobs.py).
     heartbeat_at = models.DateTimeField(null=True, blank=True)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="dataset_exports"
     )
     created_at = models.DateTimeField(auto_now_add=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # The job lifecycle (morale/jobs.py): the claim's fencing token, how many claims, when last sent.
+    claim_token = models.CharField(max_length=32, blank=True, editable=False)
+    attempts = models.PositiveIntegerField(default=0, editable=False)
+    sent_at = models.DateTimeField(null=True, blank=True, editable=False)
 
     class Meta:
         ordering = ["-id"]

@@ -9,22 +9,17 @@ from . import services
 logger = logging.getLogger(__name__)
 
 
-def send_or_leave_queued(task, object_id: int) -> None:
-    """Send ``task(object_id)`` for a queued export or import. With the broker down this
-    logs and returns: the record stays queued and the periodic ``resume_jobs`` re-sends it."""
-    try:
-        task.delay(object_id)
-    except Exception as exc:  # noqa: BLE001 - any broker failure
-        logger.warning("could not send %s(%s) (%s); it will be re-sent", task.name, object_id, exc)
-
-
 @shared_task(name="annotation.expire_assignments", acks_late=True, soft_time_limit=60, time_limit=120)
 def expire_assignments() -> int:
     """Periodic: mark pages past their time as expired (their slots lapsed already)."""
     return services.assignments_expire()
 
 
-@shared_task(name="annotation.export_dataset", acks_late=True)
+# Exports and imports are jobs (morale/jobs.py): their message is acked when the task starts
+# (acks_late=False), and a worker killed while writing is found by its silence (no heartbeat
+# for MORALE_JOB_STALE_MINUTES) and the job queued again by ``resume_jobs``. Acking late would
+# tie their recovery to the broker's visibility timeout, which must stay short (settings).
+@shared_task(name="annotation.export_dataset", acks_late=False)
 def export_dataset(export_id: int) -> None:
     """Write a queued dataset export (admin, API). Idempotent: a repeated or redelivered
     message finds the export claimed or finished and does nothing."""
@@ -33,7 +28,7 @@ def export_dataset(export_id: int) -> None:
     dataset_export_run(export_id)
 
 
-@shared_task(name="annotation.import_batch", acks_late=True)
+@shared_task(name="annotation.import_batch", acks_late=False)
 def import_batch(batch_id: int) -> None:
     """Import a batch uploaded in the admin. Idempotent: a repeated message finds it claimed."""
     from annotation.dataset.importing.service import import_run
@@ -43,8 +38,8 @@ def import_batch(batch_id: int) -> None:
 
 @shared_task(name="annotation.resume_jobs", acks_late=True, soft_time_limit=60, time_limit=120)
 def resume_jobs() -> int:
-    """Periodic: re-send exports and imports left queued (broker was down), and exports
-    orphaned by a dead worker."""
+    """Periodic: the job sweep of exports and imports (morale/jobs.py): re-send those left
+    queued (broker was down, message lost), queue again or fail those whose worker died."""
     from annotation.dataset.export.service import exports_resume
     from annotation.dataset.importing.service import imports_resume
 

@@ -170,14 +170,15 @@ def report(results: list[dict], made: dict) -> None:
         f"images {made['images_mib']:.1f} MiB (one distinct PNG per context)",
     )
     head = (f"{'db':>8} {'load':>5} | {'first s':>7} {'cpu s':>6} {'queries':>7} {'RSS +MiB':>8} | "
-            f"{'parse':>5} {'check':>5} {'match':>5} {'store':>5} {'insert':>6} {'queue':>5} | {'again s':>7} {'again zip s':>11}")
+            f"{'parse':>5} {'check':>5} {'match':>5} {'store':>5} {'insert':>6} {'finish':>6} | {'tx':>4} {'lock ms':>7} | "
+            f"{'again s':>7} {'again zip s':>11}")
     common.print_header(head)
     for r in results:
         f, p = r["first"], r["first"]["phases"] or {}
         print(f"{r['db']:>8} {r['load_before']:>5} | {f['seconds']:>7.2f} {f['cpu_seconds']:>6.2f} {f['queries']:>7} "
               f"{f['rss_peak_delta_mib']:>8.0f} | {p.get('parse', 0):>5.2f} {p.get('check_images', 0):>5.2f} "
               f"{p.get('match', 0):>5.2f} {p.get('store_images', 0):>5.2f} {p.get('insert', 0):>6.2f} "
-              f"{p.get('commit_and_queue_scoring', 0):>5.2f} | "
+              f"{p.get('finish', 0):>6.2f} | {p.get('transactions', 0):>4.0f} {p.get('longest_transaction', 0) * 1000:>7.0f} | "
               f"{r['again']['seconds']:>7.2f} {r['again_zip']['seconds']:>11.2f}")
     print()
     for r in results:

@@ -17,6 +17,8 @@ PERIODIC_TASKS = [
      lambda: settings.MORALE_QUALITY_INTERVAL_SECONDS),
     ("Retrain the ranking head on a fresh export (gated promotion)", "training.retrain",
      lambda: settings.MORALE_RETRAIN_INTERVAL_HOURS * 3600),
+    ("Fail training runs whose worker went silent; re-send queued runs (morale/jobs.py)", "training.sweep_runs",
+     lambda: 60),
 ]
 
 

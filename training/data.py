@@ -16,6 +16,7 @@ from django.core.files.storage import default_storage
 
 from annotation.dataset.format import iter_export
 from modelloop import services as modelloop_services
+from morale import jobs
 
 from .losses import IGNORE_MODALITY
 from .lists import MODALITIES, ImageList, ListData, TrainingDataError, offsets_of
@@ -68,7 +69,8 @@ def lists_from_export(*, path: str, backbone) -> ExportLists:
         ],
     )
     ids = [sid for split in lists.values() for lst in split for sid, _, _ in lst]
-    features, errors = modelloop_services.features_for(backbone, ids)
+    # A heartbeat per extracted batch: a run computing features for an hour is not stale.
+    features, errors = modelloop_services.features_for(backbone, ids, on_batch=jobs.beat_current)
     failed = [(sid, error) for sid, error in zip(ids, errors) if error]
     if failed:
         shown = "; ".join(f"scenario #{sid}: {error}" for sid, error in failed[:5])

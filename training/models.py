@@ -41,6 +41,10 @@ class TrainingRun(models.Model):
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     heartbeat_at = models.DateTimeField(null=True, blank=True, help_text="last sign of life of the worker")
+    # The job lifecycle (morale/jobs.py): the claim's fencing token, how many claims, when last sent.
+    claim_token = models.CharField(max_length=32, blank=True, editable=False)
+    attempts = models.PositiveIntegerField(default=0, editable=False)
+    sent_at = models.DateTimeField(null=True, blank=True, editable=False)
 
     class Meta:
         ordering = ["-id"]

@@ -11,11 +11,9 @@ from __future__ import annotations
 import logging
 import tempfile
 from collections.abc import Callable
-from datetime import timedelta
 from pathlib import Path
 
 import torch
-from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
@@ -27,6 +25,7 @@ from modelloop.models import ModelVersion
 from modelloop.scoring import ScoringInput
 from modelloop.scoring.hf_vlm import check_model_dir, save_lora
 from modelloop.scoring.offline import EfficientNetMiniLMBackbone, load_head, save_head
+from morale import jobs
 
 from .data import image_lists_from_export, lists_from_export
 from .gate import gate_decision, gate_metrics
@@ -47,17 +46,26 @@ class TrainingRunInProgress(Exception):
     """Another run is queued or running; runs never overlap."""
 
 
-def _fail_stale_runs(now) -> None:
-    """A run whose worker died (SIGKILL, lost machine) stops holding the lock after a while."""
-    stale_before = now - timedelta(minutes=settings.MORALE_TRAINING_STALE_MINUTES)
-    for run in TrainingRun.objects.filter(status__in=[TrainingRun.Status.QUEUED, TrainingRun.Status.RUNNING]):
-        last_sign = run.heartbeat_at or run.started_at or run.created_at
-        if last_sign < stale_before:
-            TrainingRun.objects.filter(pk=run.pk).update(
-                status=TrainingRun.Status.FAILED,
-                error=f"no sign of life since {last_sign:%Y-%m-%d %H:%M} UTC: the worker was lost",
-                finished_at=now,
-            )
+def _send(run_id: int) -> None:
+    from . import tasks
+
+    tasks.execute_run.apply_async(args=[run_id])
+
+
+# A run whose worker died is failed, never started again by itself: a new run (beat, admin)
+# trains on fresh data. Queued runs whose message was lost are sent again.
+TRAINING_JOB = jobs.JobKind(
+    name="training run", model=TrainingRun, send=_send, done=TrainingRun.Status.SUCCEEDED, resumable=None
+)
+
+
+def training_runs_sweep(now=None) -> dict:
+    """The sweep of training runs (``morale.jobs.sweep``): a running run silent for
+    ``MORALE_JOB_STALE_MINUTES`` (SIGKILL, lost machine) is failed with the reason and stops
+    holding the lock; a queued run whose message was lost is sent again. Periodic (task
+    ``training.sweep_runs``) and whenever a run is queued."""
+    return jobs.sweep(TRAINING_JOB, now=now)
+
 
 
 def training_run_queue(
@@ -66,7 +74,7 @@ def training_run_queue(
     """Reserve the (single) training slot. Raises TrainingRunInProgress if it is taken,
     ValueError for a bad config."""
     full_config = config_dict(TrainConfig(**(config or {})))  # validates
-    _fail_stale_runs(timezone.now())
+    training_runs_sweep()  # a killed run stops blocking this one as soon as it is stale
     try:
         with transaction.atomic():
             return TrainingRun.objects.create(config=full_config, export=export, triggered_by=triggered_by)
@@ -85,15 +93,16 @@ def training_run_send(*, run_id: int, task) -> None:
         TrainingRun.objects.filter(pk=run_id, status=TrainingRun.Status.QUEUED).update(
             status=TrainingRun.Status.FAILED, error=f"the broker could not be reached: {exc}", finished_at=timezone.now()
         )
+    else:
+        TrainingRun.objects.filter(pk=run_id, status=TrainingRun.Status.QUEUED).update(sent_at=timezone.now())
 
 
 def _update(run: TrainingRun, **fields) -> None:
-    fields["heartbeat_at"] = timezone.now()
+    """Write fields (and a heartbeat) of the running ``run`` this worker holds; JobLost if the
+    sweep declared it lost meanwhile (then nothing is written)."""
     if "metrics" in fields:
         fields["metrics"] = json_ready(fields["metrics"])
-    TrainingRun.objects.filter(pk=run.pk).update(**fields)
-    for name, value in fields.items():
-        setattr(run, name, value)
+    jobs.write(TRAINING_JOB, run, **fields)
 
 
 def _log(run: TrainingRun, line: str) -> None:
@@ -110,15 +119,21 @@ def training_run_execute(
     defaults to the offline EfficientNet-Lite0 + MiniLM backbone of the head scorer. Mode
     lora ignores it: the run's config names the VLM checkpoint (``vlm_path``).
     """
-    run = TrainingRun.objects.get(pk=run_id)
-    if run.status != TrainingRun.Status.QUEUED:
-        return run  # delivered twice: the first delivery runs it
-    _update(run, status=TrainingRun.Status.RUNNING, started_at=timezone.now())
+    run = jobs.claim(TRAINING_JOB, run_id, started_at=timezone.now())
+    if run is None:
+        return TrainingRun.objects.get(pk=run_id)  # delivered twice: the first delivery runs it
     try:
-        _execute(run, backbone=backbone, progress=progress)
+        with jobs.working_on(TRAINING_JOB, run):  # feature extraction beats through jobs.beat_current
+            _execute(run, backbone=backbone, progress=progress)
+    except jobs.JobLost as exc:
+        if TrainingRun.objects.filter(pk=run.pk, status=TrainingRun.Status.RUNNING, claim_token=run.claim_token).exists():
+            jobs.fail(TRAINING_JOB, run, f"JobLost: {exc}"[:10_000])  # another job of this run (its export) was lost
+        else:  # the sweep failed the run meanwhile (silent too long): stop, write nothing
+            logger.warning("training run #%s abandoned: %s", run.pk, exc)
+            run.refresh_from_db()
     except Exception as exc:  # noqa: BLE001 - every failure ends the run with its reason
         logger.exception("training run #%s failed", run.pk)
-        _update(run, status=TrainingRun.Status.FAILED, error=f"{type(exc).__name__}: {exc}"[:10_000], finished_at=timezone.now())
+        jobs.fail(TRAINING_JOB, run, f"{type(exc).__name__}: {exc}"[:10_000])
     return run
 
 
@@ -137,6 +152,8 @@ class _Reporter:
         if fraction - self.last_progress >= 0.02 or done == total:
             self.last_progress = fraction
             _update(self.run, progress=min(1.0, fraction))
+        else:
+            jobs.beat(TRAINING_JOB, self.run)  # throttled: a slow 2% still shows the run alive
 
     def epoch(self, row: dict) -> None:
         self.history.append(row)

@@ -10,7 +10,10 @@ from .models import TrainingRun
 logger = logging.getLogger(__name__)
 
 
-@shared_task(name="training.retrain", acks_late=True, soft_time_limit=6 * 3600, time_limit=6 * 3600 + 300)
+# Training runs are jobs (morale/jobs.py): acked when they start (acks_late=False), so the
+# broker never hands a six-hour run out again; a killed worker's run is found by its silence
+# (no heartbeat for MORALE_JOB_STALE_MINUTES) and failed by ``sweep_runs``.
+@shared_task(name="training.retrain", acks_late=False, soft_time_limit=6 * 3600, time_limit=6 * 3600 + 300)
 def retrain(config: dict | None = None) -> int | None:
     """Periodic (celery beat): export the current judgments and train a head on them.
 
@@ -25,7 +28,14 @@ def retrain(config: dict | None = None) -> int | None:
     return services.training_run_execute(run_id=run.pk).pk
 
 
-@shared_task(name="training.execute_run", acks_late=True, soft_time_limit=6 * 3600, time_limit=6 * 3600 + 300)
+@shared_task(name="training.execute_run", acks_late=False, soft_time_limit=6 * 3600, time_limit=6 * 3600 + 300)
 def execute_run(run_id: int) -> int:
     """Run a training queued from the admin. A second delivery finds it started and returns."""
     return services.training_run_execute(run_id=run_id).pk
+
+
+@shared_task(name="training.sweep_runs", acks_late=True, soft_time_limit=60, time_limit=120)
+def sweep_runs() -> dict:
+    """Periodic, on queue ``default`` (a busy GPU worker must not delay it): fail runs whose
+    worker went silent, re-send queued runs whose message was lost. Idempotent."""
+    return services.training_runs_sweep()

@@ -199,6 +199,8 @@ def errors_table(errors: list[dict], limit: int = ERRORS_SHOWN):
 def counts_summary(batch: ImportBatch) -> str:
     c = batch.counts or {}
     if "contexts_created" not in c:
+        if "rows_written" in c:  # running, or failed part way (the reason says what stays imported)
+            return f"{c['rows_written']} of {c.get('rows', '?')} rows written"
         return "-"
     summary = (
         f"contexts {c['contexts_created']} new / {c['contexts_present']} present; "
@@ -268,8 +270,8 @@ class ImportBatchAdmin(ReloadsWhileBusy, admin.ModelAdmin):
             form = ImportForm(request.POST, request.FILES)
             if form.is_valid():
                 data, images = form.cleaned_data["data_file"], form.cleaned_data["images"]
-                if data.size + images.size > settings.MORALE_IMPORT_INLINE_MAX_BYTES:
-                    # Too large to import within the request (gunicorn's timeout): a worker does it.
+                if import_service.import_should_queue(data, images):
+                    # Too large (bytes or rows) to import within the request: a worker does it.
                     batch = import_service.import_queue(
                         data_upload=data,
                         images_upload=images,
@@ -312,5 +314,6 @@ class ImportBatchAdmin(ReloadsWhileBusy, admin.ModelAdmin):
             ),
             "columns": ", ".join(import_readers.CSV_COLUMNS),
             "inline_max_mb": round(settings.MORALE_IMPORT_INLINE_MAX_BYTES / 2**20, 1),
+            "inline_max_rows": settings.MORALE_IMPORT_INLINE_MAX_ROWS,
         }
         return TemplateResponse(request, "admin/annotation/importbatch/import_form.html", context)

@@ -7,7 +7,7 @@ retraining and rescoring never run the backbone again. Used by scoring and by tr
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING
 
 from django.conf import settings
@@ -119,7 +119,9 @@ def _cache_store(backbone_ref: str, rows: Sequence[tuple[int, str, torch.Tensor]
         )
 
 
-def features_for(scorer: FeatureScorer, scenario_ids: Sequence[int]) -> tuple[torch.Tensor, list[str]]:
+def features_for(
+    scorer: FeatureScorer, scenario_ids: Sequence[int], on_batch: Callable[[], None] | None = None
+) -> tuple[torch.Tensor, list[str]]:
     """Backbone features [n, feature_dim] of these scenarios and one error per id ("" when fine).
 
     ``scorer`` needs only ``backbone_ref``, ``feature_dim`` and ``features()``: training
@@ -129,7 +131,8 @@ def features_for(scorer: FeatureScorer, scenario_ids: Sequence[int]) -> tuple[to
     ``MORALE_SCORER_BATCH_SIZE`` (halved on CUDA out-of-memory) and are cached as each
     batch finishes, so a task cut short by its time limit keeps what it computed. Failed
     pairs are not cached: a fixed image is tried again. An id whose scenario no longer
-    exists gets the error ``SCENARIO_NOT_FOUND``.
+    exists gets the error ``SCENARIO_NOT_FOUND``. ``on_batch``, if given, is called after each
+    computed batch (a training run's heartbeat).
     """
     import torch
 
@@ -162,4 +165,6 @@ def features_for(scorer: FeatureScorer, scenario_ids: Sequence[int]) -> tuple[to
                 features[row] = vector
                 to_cache.append((item.scenario_id, key, vector))
         _cache_store(scorer.backbone_ref, to_cache)
+        if on_batch is not None:
+            on_batch()
     return features, errors

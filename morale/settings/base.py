@@ -180,9 +180,23 @@ def filesystem_broker_options(folder: Path) -> dict:
     }
 
 
-CELERY_BROKER_TRANSPORT_OPTIONS = (
-    filesystem_broker_options(VAR_DIR / "broker") if CELERY_BROKER_URL.startswith("filesystem://") else {}
-)
+# Redis (and any broker with a visibility timeout): a message a worker took but never acked
+# (acks_late; the worker was SIGKILLed or lost its machine) is handed out again after this
+# many seconds. kombu's default is an hour; it must stay above every acks_late task's
+# time_limit, or a task still running is delivered a second time (tests/morale/test_jobs.py
+# checks). The long jobs (exports, imports, training) ack early and are recovered by the
+# job lifecycle's sweep instead (morale/jobs.py), within MORALE_JOB_STALE_MINUTES.
+MORALE_BROKER_VISIBILITY_TIMEOUT_SECONDS = env.int("MORALE_BROKER_VISIBILITY_TIMEOUT_SECONDS", default=600)
+
+
+def broker_transport_options(url: str, folder: Path) -> dict:
+    """The transport options for broker ``url``: the filesystem folders, or Redis' timeouts."""
+    if url.startswith("filesystem://"):
+        return filesystem_broker_options(folder)
+    return {"visibility_timeout": MORALE_BROKER_VISIBILITY_TIMEOUT_SECONDS}
+
+
+CELERY_BROKER_TRANSPORT_OPTIONS = broker_transport_options(CELERY_BROKER_URL, VAR_DIR / "broker")
 
 
 def broker_transport_for(url: str) -> str | None:
@@ -200,7 +214,12 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True  # a killed worker's task goes back to the queue
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_DEFAULT_QUEUE = "default"
-CELERY_TASK_ROUTES = {"modelloop.*": {"queue": "gpu"}, "training.*": {"queue": "gpu"}}
+CELERY_TASK_ROUTES = {
+    "modelloop.*": {"queue": "gpu"},
+    "training.*": {"queue": "gpu"},
+    # An exact name wins over the patterns: the sweep must not wait behind a six-hour run.
+    "training.sweep_runs": {"queue": "default"},
+}
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_TIMEZONE = TIME_ZONE
 # A dead broker must not hang a web request: fail fast, the sweeper re-queues later.
@@ -277,8 +296,11 @@ MORALE_EXPORT_CHUNK_SIZE = env.int("MORALE_EXPORT_CHUNK_SIZE", default=500)
 # Admin imports whose two files together are larger than this run in a worker instead of
 # within the request (which gunicorn would cut off after its 30 s timeout).
 MORALE_IMPORT_INLINE_MAX_BYTES = env.int("MORALE_IMPORT_INLINE_MAX_BYTES", default=5 * 1024 * 1024)
-# A background export whose worker wrote nothing for this long is taken over by another.
-MORALE_EXPORT_STALE_MINUTES = env.int("MORALE_EXPORT_STALE_MINUTES", default=10)
+# ... and so are uploads of more rows than this (a CSV or JSON Lines line is a row), however small.
+MORALE_IMPORT_INLINE_MAX_ROWS = env.int("MORALE_IMPORT_INLINE_MAX_ROWS", default=5000)
+# Rows written per transaction: each chunk commits on its own, so no import holds SQLite's
+# write lock for long (an annotator's judgment waits at most one chunk).
+MORALE_IMPORT_CHUNK_ROWS = env.int("MORALE_IMPORT_CHUNK_ROWS", default=500)
 
 # --- Training ----------------------------------------------------------------------------
 # Gate: a new head becomes current only if, on the same test lists, its NDCG@5 is at least
@@ -286,9 +308,6 @@ MORALE_EXPORT_STALE_MINUTES = env.int("MORALE_EXPORT_STALE_MINUTES", default=10)
 MORALE_GATE_NDCG_TOLERANCE = env.float("MORALE_GATE_NDCG_TOLERANCE", default=0.0)
 # ... and its Unsafe Rate at most the current version's plus this one.
 MORALE_GATE_UNSAFE_TOLERANCE = env.float("MORALE_GATE_UNSAFE_TOLERANCE", default=0.0)
-# A queued or running training run with no sign of life for this long is marked failed
-# (its worker died) and stops blocking new runs.
-MORALE_TRAINING_STALE_MINUTES = env.int("MORALE_TRAINING_STALE_MINUTES", default=120)
 # How often celery beat starts a retraining (the periodic task is editable in the admin).
 MORALE_RETRAIN_INTERVAL_HOURS = env.int("MORALE_RETRAIN_INTERVAL_HOURS", default=24)
 
@@ -427,3 +446,14 @@ SPECTACULAR_SETTINGS = {
         "TrainingRunStatusEnum": "training.models.TrainingRun.Status",
     },
 }
+
+# --- Background jobs: one lifecycle (morale/jobs.py) for exports, imports, training runs ---------
+# A running job whose worker wrote no heartbeat for this many minutes lost its worker: the
+# sweep (periodic, and whenever a training run is queued) queues it again or fails it.
+MORALE_JOB_STALE_MINUTES = env.int("MORALE_JOB_STALE_MINUTES", default=10)
+# A worker writes a heartbeat at most once per this many seconds (well below the staleness).
+MORALE_JOB_HEARTBEAT_SECONDS = env.int("MORALE_JOB_HEARTBEAT_SECONDS", default=30)
+# A job lost this many times (claimed, then silent) is failed instead of queued again.
+MORALE_JOB_MAX_ATTEMPTS = env.int("MORALE_JOB_MAX_ATTEMPTS", default=3)
+# A queued job whose message could not be sent (broker down) is sent again after this long.
+MORALE_JOB_RESEND_SECONDS = env.int("MORALE_JOB_RESEND_SECONDS", default=60)

@@ -23,9 +23,7 @@ MORALE_CANARY_RATE = 0.0
 # a real one (scripts/test.sh's PostgreSQL pass uses Redis). The worker integration test
 # starts a real worker process on the same broker and database.
 CELERY_BROKER_URL = env.str("MORALE_TEST_BROKER_URL", default="filesystem://localhost/")  # noqa: F405
-CELERY_BROKER_TRANSPORT_OPTIONS = (
-    filesystem_broker_options(_TEST_VAR / "broker") if CELERY_BROKER_URL.startswith("filesystem://") else {}  # noqa: F405
-)
+CELERY_BROKER_TRANSPORT_OPTIONS = broker_transport_options(CELERY_BROKER_URL, _TEST_VAR / "broker")  # noqa: F405
 CELERY_BROKER_TRANSPORT = broker_transport_for(CELERY_BROKER_URL)  # noqa: F405
 MORALE_TEST_VAR = _TEST_VAR
 

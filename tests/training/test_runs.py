@@ -13,6 +13,7 @@ from annotation import services as annotation_services
 from annotation.models import Scenario
 from annotation.dataset.export.service import dataset_export_create
 from modelloop.models import ModelVersion
+from morale import jobs
 from training import services, tasks
 from training.models import TrainingRun
 from tests.factories import AnnotatorFactory, current_version, make_context, predict
@@ -227,7 +228,7 @@ def test_admin_start_with_the_broker_down_fails_the_run_instead_of_holding_the_l
 def test_undefined_metrics_are_stored_as_null_on_every_database():
     # A metric undefined on every test list (e.g. Kendall tau when the model gives one list
     # constant scores) is NaN in memory; PostgreSQL's jsonb refuses NaN, so it is stored as null.
-    run = services.training_run_queue()
+    run = jobs.claim(services.TRAINING_JOB, services.training_run_queue().pk)  # a worker's run
     nan = float("nan")
     services._update(run, metrics={"test": {"kendall_tau_b": nan, "ndcg@5": 0.9}, "history": [{"ece": float("inf")}]})
     stored = TrainingRun.objects.get(pk=run.pk).metrics

@@ -1,6 +1,7 @@
 """The export service: write an export now (``dataset_export_create``) or queue it for a
 worker (``dataset_export_queue`` / ``_claim`` / ``_run``, ``exports_resume``), each file
 recorded in a ``DatasetExport``. The format and the filters: docs/dataset-export.md.
+Queued exports follow the one job lifecycle of ``morale.jobs`` (``EXPORT_JOB``).
 """
 
 from __future__ import annotations
@@ -10,16 +11,15 @@ import secrets
 import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
-from datetime import timedelta
 from pathlib import Path
 
-from django.conf import settings
 from django.core.files import File
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
 from annotation.models import DatasetExport
+from morale import jobs
 
 from ..format import FORMAT, FORMATS
 from .options import ExportOptions
@@ -27,6 +27,16 @@ from .records import Tally, export_context_total, high_water_marks, iter_records
 from .writers import WRITERS, HashingSink
 
 logger = logging.getLogger("annotation.exports")  # the name log filters know
+
+
+def _send(export_id: int) -> None:
+    from ... import tasks
+
+    tasks.export_dataset.delay(export_id)
+
+
+# A lost export (its worker died) is written again from scratch by the next worker.
+EXPORT_JOB = jobs.JobKind(name="export", model=DatasetExport, send=_send, resumable=Q())
 
 
 class ExportFailed(Exception):
@@ -112,30 +122,17 @@ def dataset_export_queue(*, fmt: str, created_by=None, **filter_overrides) -> Da
     the periodic ``annotation.resume_jobs`` sends it again. Bad arguments raise
     ValueError / TypeError and record nothing.
     """
-    from ... import tasks
-
     export = _new_export(fmt, created_by, filter_overrides, status=DatasetExport.Status.QUEUED)
-    transaction.on_commit(lambda: tasks.send_or_leave_queued(tasks.export_dataset, export.pk))
+    transaction.on_commit(lambda: jobs.send(EXPORT_JOB, export.pk))
     return export
 
 
-def _stale_before():
-    return timezone.now() - timedelta(minutes=settings.MORALE_EXPORT_STALE_MINUTES)
-
-
 def dataset_export_claim(export_id: int) -> DatasetExport | None:
-    """Take an export for writing: a queued one, or a running one whose worker died (no
-    heartbeat for ``MORALE_EXPORT_STALE_MINUTES``). One conditional UPDATE, so two workers
-    given the same id never both write it. None: nothing to do (done, failed, or alive).
+    """Take a queued export for writing (``morale.jobs.claim``: one conditional UPDATE, so two
+    workers given the same id never both write it). None: nothing to do (running elsewhere,
+    done, failed). A running export whose worker died is queued again by ``exports_resume``.
     """
-    now = timezone.now()
-    claimable = Q(status=DatasetExport.Status.QUEUED) | Q(
-        status=DatasetExport.Status.RUNNING, heartbeat_at__lt=_stale_before()
-    )
-    taken = DatasetExport.objects.filter(claimable, pk=export_id).update(
-        status=DatasetExport.Status.RUNNING, heartbeat_at=now, progress_done=0
-    )
-    return DatasetExport.objects.get(pk=export_id) if taken else None
+    return jobs.claim(EXPORT_JOB, export_id, progress_done=0)
 
 
 def dataset_export_run(export_id: int) -> DatasetExport | None:
@@ -152,23 +149,17 @@ def dataset_export_run(export_id: int) -> DatasetExport | None:
         _write_export(export)
     except ExportFailed:
         logger.exception("export #%s failed", export_id)
+    except jobs.JobLost as exc:  # declared lost meanwhile; another attempt owns the record
+        logger.warning("export #%s abandoned: %s", export_id, exc)
     return export
 
 
 def exports_resume() -> int:
-    """Re-send queued exports older than a minute and running ones whose worker died."""
-    from ... import tasks
-
-    cutoff = timezone.now() - timedelta(minutes=1)
-    ids = list(
-        DatasetExport.objects.filter(
-            Q(status=DatasetExport.Status.QUEUED, created_at__lt=cutoff)
-            | Q(status=DatasetExport.Status.RUNNING, heartbeat_at__lt=_stale_before())
-        ).values_list("pk", flat=True)
-    )
-    for export_id in ids:
-        tasks.send_or_leave_queued(tasks.export_dataset, export_id)
-    return len(ids)
+    """The sweep of exports (``morale.jobs.sweep``): a running export silent for
+    ``MORALE_JOB_STALE_MINUTES`` is queued again (or failed after ``MORALE_JOB_MAX_ATTEMPTS``),
+    queued ones whose message was lost are sent again. Returns how many sends it tried."""
+    counts = jobs.sweep(EXPORT_JOB)
+    return counts["sent"] + counts["unsent"]
 
 
 def _new_export(fmt: str, created_by, filter_overrides: dict, *, status: str) -> DatasetExport:
@@ -180,8 +171,7 @@ def _new_export(fmt: str, created_by, filter_overrides: dict, *, status: str) ->
         format_version=FORMAT,
         options=_options_json(options),
         created_by=created_by,
-        status=status,
-        heartbeat_at=timezone.now() if status == DatasetExport.Status.RUNNING else None,
+        **(jobs.claimed_fields() if status == DatasetExport.Status.RUNNING else {"status": status}),
     )
     export.full_clean()
     export.save()
@@ -208,12 +198,13 @@ def _write_export(export: DatasetExport) -> None:
         options = _options_of(export)
         marks = high_water_marks()
         total = export_context_total(options, marks)
-        DatasetExport.objects.filter(pk=export.pk).update(progress_total=total, heartbeat_at=timezone.now())
-        export.progress_total = total
+        jobs.write(EXPORT_JOB, export, progress_total=total)
 
         def progress(done: int) -> None:
+            # Progress is cheap to show but a write per chunk is not: throttled like a heartbeat.
             export.progress_done = done
-            DatasetExport.objects.filter(pk=export.pk).update(progress_done=done, heartbeat_at=timezone.now())
+            if done == total or jobs.beat_due(export):
+                jobs.write(EXPORT_JOB, export, progress_done=done)
 
         with tempfile.NamedTemporaryFile(prefix="morale-export-", suffix=f".{export.format}", delete=False) as tmp:
             tmp_path = tmp.name
@@ -222,13 +213,16 @@ def _write_export(export: DatasetExport) -> None:
         with open(tmp_path, "rb") as finished:
             export.file.save(name, _MovableFile(finished, name=name), save=False)
         stored_name = export.file.name
-        export.sha256 = result.sha256
-        export.size_bytes = result.size_bytes
-        export.counts = result.counts
-        export.options = {**_options_json(options), "format": FORMAT, "high_water": result.marks}
-        export.status = DatasetExport.Status.DONE
-        export.finished_at = timezone.now()
-        export.save()
+        jobs.finish(
+            EXPORT_JOB,
+            export,
+            file=export.file.name,
+            sha256=result.sha256,
+            size_bytes=result.size_bytes,
+            counts=result.counts,
+            options={**_options_json(options), "format": FORMAT, "high_water": result.marks},
+            progress_done=export.progress_done,
+        )
     except Exception as exc:
         if stored_name:
             try:
@@ -236,12 +230,9 @@ def _write_export(export: DatasetExport) -> None:
             except Exception:  # pragma: no cover - best effort; the record says failed
                 pass
         export.file.name = ""
-        export.status = DatasetExport.Status.FAILED
-        export.error = f"{type(exc).__name__}: {exc}"[:10000]
-        export.finished_at = timezone.now()
-        DatasetExport.objects.filter(pk=export.pk).update(
-            file="", status=export.status, error=export.error, finished_at=export.finished_at
-        )
+        if isinstance(exc, jobs.JobLost):
+            raise
+        jobs.fail(EXPORT_JOB, export, f"{type(exc).__name__}: {exc}"[:10000], file="")
         raise ExportFailed(export) from exc
     finally:
         if tmp_path:

@@ -1,6 +1,8 @@
 """The import service: ``import_contexts`` (the one implementation, used by ``manage.py
 import_contexts`` and the admin), and for large admin uploads ``import_queue`` / ``import_run``
-/ ``imports_resume``; each run recorded in an ``ImportBatch``. The inputs and rules:
+/ ``imports_resume``; each run recorded in an ``ImportBatch``, which follows the one job
+lifecycle of ``morale.jobs`` (``IMPORT_JOB``). Rows are written in chunks of
+``MORALE_IMPORT_CHUNK_ROWS``, each in its own short transaction. The inputs and rules:
 docs/dataset-import.md."""
 
 from __future__ import annotations
@@ -10,14 +12,16 @@ import logging
 import os
 import time
 import uuid
-from datetime import timedelta
 from pathlib import Path
 
+from django.conf import settings
 from django.core.files.storage import default_storage
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
-from annotation.models import Context, ImportBatch
+from annotation.models import Context, ImportBatch, ImportedAggregate, ImportedRater, ImportedRating
+from morale import jobs
 
 from .errors import ChangedMeanwhile, FileError, ImportFailed, row_error
 from .images import check_images, open_images
@@ -30,18 +34,48 @@ logger = logging.getLogger("annotation.imports")  # the name bench/import_bench.
 MAX_STORED_ERRORS = 1000
 
 
+def _send(batch_id: int) -> None:
+    from ... import tasks
+
+    tasks.import_batch.delay(batch_id)
+
+
+def _failure(reason: str) -> dict:
+    return {"errors": [row_error(None, None, reason)], "counts": {"errors": 1}}
+
+
+# A queued batch whose worker died is imported again from its kept files (re-importing
+# matches what the lost attempt wrote: nothing twice); an inline one (no files kept) fails.
+IMPORT_JOB = jobs.JobKind(
+    name="import", model=ImportBatch, send=_send, resumable=Q(options__has_key="stored"), failure=_failure
+)
+
+
 def _finish(batch: ImportBatch, status: str, counts: dict, errors: list[dict]) -> ImportBatch:
-    """Record the outcome: errors sorted by row, the first ``MAX_STORED_ERRORS`` kept."""
+    """Record the outcome: errors sorted by row, the first ``MAX_STORED_ERRORS`` kept.
+    Raises JobLost (nothing written) if the batch was taken from this worker meanwhile."""
     errors = sorted(errors, key=lambda e: (e["row"] is not None, e["row"] or 0))
     kept = errors[:MAX_STORED_ERRORS]
     if len(errors) > MAX_STORED_ERRORS:
         kept.append(row_error(None, None, f"... and {len(errors) - MAX_STORED_ERRORS} more errors (not stored)."))
-    batch.status = status
-    batch.counts = {**counts, "errors": len(errors)}
-    batch.errors = kept
-    batch.finished_at = timezone.now()
-    batch.save(update_fields=["status", "counts", "errors", "finished_at"])
+    jobs.write(IMPORT_JOB, batch, status=status, counts={**counts, "errors": len(errors)}, errors=kept,
+               finished_at=timezone.now())
     return batch
+
+
+def import_should_queue(data_upload, images_upload) -> bool:
+    """Whether an upload is too large to import within a web request: more bytes than
+    ``MORALE_IMPORT_INLINE_MAX_BYTES`` (both files) or more lines (rows) in the data file
+    than ``MORALE_IMPORT_INLINE_MAX_ROWS``. Counting lines reads the data file once."""
+    if data_upload.size + (images_upload.size if images_upload is not None else 0) > settings.MORALE_IMPORT_INLINE_MAX_BYTES:
+        return True
+    lines = 0
+    for chunk in data_upload.chunks():
+        lines += chunk.count(b"\n")
+        if lines > settings.MORALE_IMPORT_INLINE_MAX_ROWS:
+            break
+    data_upload.seek(0)
+    return lines > settings.MORALE_IMPORT_INLINE_MAX_ROWS
 
 
 def import_contexts(
@@ -81,11 +115,13 @@ def import_contexts(
     file_name = (file_name or Path(getattr(data_file, "name", "") or "upload").name)[:300]
     if images_name is None and images not in (None, ""):
         images_name = str(images) if isinstance(images, (str, os.PathLike)) else getattr(images, "name", "upload")
-    if batch is None:
-        batch = ImportBatch(created_by=created_by)
+    if batch is None:  # an inline import: claimed by this process, beating like a worker's
+        batch = ImportBatch(created_by=created_by, **jobs.claimed_fields())
     batch.file_name, batch.file_sha256, batch.format = file_name, "", fmt or ""
     batch.status = ImportBatch.Status.RUNNING
+    kept_files = {"stored": batch.options["stored"]} if "stored" in (batch.options or {}) else {}
     batch.options = {
+        **kept_files,  # a queued batch's uploaded files: a lost attempt is resumed from them
         "allow_partial": bool(allow_partial),
         "images": images_name or "",
         "count_towards_target": bool(count_towards_target),
@@ -115,10 +151,12 @@ def import_contexts(
         if source is None and any(r.context is not None and not r.context.refers_only for r in rows):
             source = open_images(images)  # FileError: the rows need images and none were given
         timings["parse"] = time.perf_counter() - started
+        jobs.beat(IMPORT_JOB, batch)
         mark = time.perf_counter()
         kept: dict[str, bytes] = {}
         distinct_images = check_images(rows, source, kept) if source is not None else 0
         timings["check_images"] = time.perf_counter() - mark
+        jobs.beat(IMPORT_JOB, batch)
 
         # 2. rows of one context agree with each other and with the database
         mark = time.perf_counter()
@@ -143,23 +181,49 @@ def import_contexts(
             logger.info("import #%s rejected: %d error(s) in %d row(s)", batch.pk, len(errors), counts["rows_with_errors"])
             return _finish(batch, ImportBatch.Status.REJECTED, counts, errors)
 
-        # 3. write: new images first, then one transaction
-        mark = time.perf_counter()
-        images = store_images([g for g in groups.values() if g.pk is None], source, kept)
+        # 3. write, chunk after chunk: the chunk's new images, then its rows in one short
+        # transaction (no import holds the database's write lock for long).
+        jobs.beat(IMPORT_JOB, batch)
+        images: dict[str, str] = {}
+        chunks = _chunks(groups, settings.MORALE_IMPORT_CHUNK_ROWS)
+        written = {"chunks": 0, "rows": 0}
+        timings.update(store_images=0.0, insert=0.0, transactions=0, longest_transaction=0.0)
+        try:
+            for chunk in chunks:
+                mark = time.perf_counter()
+                new_images = store_images(
+                    [g for g in chunk.values() if g.pk is None and g.sha256 not in images], source, kept
+                )
+                images.update(new_images)
+                images_to_delete = list(new_images.values())
+                timings["store_images"] += time.perf_counter() - mark
+                mark = time.perf_counter()
+                chunk_rows = sum(len(g.rows) for g in chunk.values())
+                with transaction.atomic():
+                    for name, value in write_rows(batch, chunk, images).items():
+                        counts[name] = value if isinstance(value, bool) else counts.get(name, 0) + value
+                    # Progress only: the created/present counts are recorded once, for the whole file.
+                    jobs.write(IMPORT_JOB, batch, counts={"rows": counts["rows"], "rows_written": written["rows"] + chunk_rows})
+                images_to_delete = []
+                written["chunks"] += 1
+                written["rows"] += chunk_rows
+                timings["longest_transaction"] = max(timings["longest_transaction"], time.perf_counter() - mark)
+                timings["insert"] += time.perf_counter() - mark
+                timings["transactions"] += 1
+        except Exception as exc:
+            if written["chunks"] and not isinstance(exc, jobs.JobLost):
+                raise _PartlyWritten(written, len(chunks)) from exc
+            raise
         kept.clear()
-        images_to_delete = list(images.values())
-        timings["store_images"] = time.perf_counter() - mark
         mark = time.perf_counter()
-        with transaction.atomic():
-            counts.update(write_rows(batch, groups, images))
-            _finish(batch, ImportBatch.Status.DONE, counts, errors)
-            timings["insert"] = time.perf_counter() - mark
-            mark = time.perf_counter()
-        timings["commit_and_queue_scoring"] = time.perf_counter() - mark  # on_commit: the scoring tasks
-        images_to_delete = []
-        if counts["images_stored"] < len(images):  # another import stored some of them meanwhile
-            used = set(Context.objects.filter(import_batch=batch).values_list("image_sha256", flat=True))
-            delete_files(name for sha, name in images.items() if sha not in used)
+        counts.setdefault("images_stored", 0)
+        used = set(Context.objects.filter(import_batch=batch).values_list("image_sha256", flat=True))
+        counts["images_stored"] = len(used & images.keys())
+        delete_files(name for sha, name in images.items() if sha not in used)  # stored meanwhile by another import
+        if batch.attempts > 1:
+            _recount_resumed(batch, counts)
+        _finish(batch, ImportBatch.Status.DONE, counts, errors)
+        timings["finish"] = time.perf_counter() - mark
         timings["total"] = time.perf_counter() - started
         logger.info("import #%s done: %s; seconds %s", batch.pk, json.dumps(counts),
                     json.dumps({k: round(v, 3) for k, v in timings.items()}), extra={"timings": timings})
@@ -168,19 +232,34 @@ def import_contexts(
         if batch.pk is None:
             batch.save()
         return _finish(batch, ImportBatch.Status.REJECTED, {}, [row_error(exc.row, exc.field, exc.message)])
+    except jobs.JobLost:
+        delete_files(images_to_delete)
+        images_to_delete = []
+        raise  # another attempt owns the batch now: write nothing more
     except Exception as exc:
         delete_files(images_to_delete)
         images_to_delete = []
         if batch.pk is None:
             batch.format = batch.format or "?"
             batch.save()
-        if isinstance(exc, ChangedMeanwhile):
-            message = "Another import stored some of these contexts or scenarios meanwhile; nothing was imported. Run it again."
+        partly, cause = (exc, exc.__cause__) if isinstance(exc, _PartlyWritten) else (None, exc)
+        if isinstance(cause, ChangedMeanwhile):
+            message = "Another import stored some of these contexts or scenarios meanwhile"
+            message += "." if partly else "; nothing was imported. Run it again."
         else:
-            message = f"{type(exc).__name__}: {exc}"[:2000]
+            message = f"{type(cause).__name__}: {cause}"[:2000]
+        outcome = {}
+        if partly is not None:
+            message += (
+                f" {partly.written['chunks']} of {partly.total} chunks ({partly.written['rows']} rows) were written "
+                "before it stopped and stay imported; the rest was not. Import the same file again to finish: "
+                "what is already in is matched, not imported twice."
+            )
+            outcome = {"rows_written": partly.written["rows"], "chunks_written": partly.written["chunks"],
+                       "chunks": partly.total}
         logger.exception("import #%s failed", batch.pk)
-        _finish(batch, ImportBatch.Status.FAILED, {}, [row_error(None, None, message)])
-        raise ImportFailed(batch) from exc
+        _finish(batch, ImportBatch.Status.FAILED, outcome, [row_error(None, None, message)])
+        raise ImportFailed(batch) from cause
     finally:
         if images_to_delete:  # interrupted (KeyboardInterrupt, SystemExit) after storing images
             delete_files(images_to_delete)
@@ -197,8 +276,6 @@ def import_queue(*, data_upload, images_upload, created_by=None, allow_partial: 
     With the broker down the batch stays queued and the periodic ``annotation.resume_jobs``
     sends it again. The files are deleted when the worker is done with them.
     """
-    from ... import tasks
-
     batch = ImportBatch(
         file_name=Path(data_upload.name or "upload").name[:300],
         file_sha256="",
@@ -216,24 +293,25 @@ def import_queue(*, data_upload, images_upload, created_by=None, allow_partial: 
     }
     batch.options = {**batch.options, "stored": stored}
     batch.save(update_fields=["options"])
-    transaction.on_commit(lambda: tasks.send_or_leave_queued(tasks.import_batch, batch.pk))
+    transaction.on_commit(lambda: jobs.send(IMPORT_JOB, batch.pk))
     return batch
 
 
 def import_run(batch_id: int) -> ImportBatch | None:
     """Import a queued batch (the body of task ``annotation.import_batch``); idempotent.
 
-    Claims it with one conditional UPDATE (queued -> running), so a repeated message does
-    nothing; returns None then. Outcomes are recorded on the batch, never raised.
+    Claims it with one conditional UPDATE (``morale.jobs.claim``: queued -> running), so a
+    repeated message does nothing; returns None then. Outcomes are recorded on the batch, never
+    raised. A batch queued again after its worker died is imported again from the kept files.
     """
-    if not ImportBatch.objects.filter(pk=batch_id, status=ImportBatch.Status.QUEUED).update(
-        status=ImportBatch.Status.RUNNING
-    ):
+    batch = jobs.claim(IMPORT_JOB, batch_id)
+    if batch is None:
         return None
-    batch = ImportBatch.objects.get(pk=batch_id)
     stored = batch.options.get("stored") or {}
+    keep_files = False
     try:
-        with default_storage.open(stored["data"], "rb") as data, default_storage.open(stored["images"], "rb") as zipped:
+        with default_storage.open(stored["data"], "rb") as data, default_storage.open(stored["images"], "rb") as zipped, \
+                jobs.working_on(IMPORT_JOB, batch):
             import_contexts(
                 data_file=data,
                 images=zipped,
@@ -245,23 +323,65 @@ def import_run(batch_id: int) -> ImportBatch | None:
             )
     except ImportFailed:
         pass  # recorded on the batch
+    except jobs.JobLost as exc:  # declared lost meanwhile: the next attempt needs the files
+        keep_files = True
+        logger.warning("import #%s abandoned: %s", batch_id, exc)
     except (KeyError, OSError) as exc:  # the uploaded files are gone
-        _finish(batch, ImportBatch.Status.FAILED, {}, [row_error(None, None, f"the uploaded files are missing: {exc}")])
+        jobs.fail(IMPORT_JOB, batch, f"the uploaded files are missing: {exc}")
     finally:
-        for name in stored.values():
-            default_storage.delete(name)
+        if not keep_files:
+            for name in stored.values():
+                default_storage.delete(name)
     batch.refresh_from_db()
     return batch
 
 
 def imports_resume() -> int:
-    """Re-send imports left queued for more than a minute (the broker was down)."""
-    from ... import tasks
+    """The sweep of imports (``morale.jobs.sweep``): re-send batches left queued (broker down,
+    message lost); a running batch silent for ``MORALE_JOB_STALE_MINUTES`` (killed worker) is
+    queued again when its files are kept, else failed with the reason. Returns the sends tried."""
+    counts = jobs.sweep(IMPORT_JOB)
+    return counts["sent"] + counts["unsent"]
 
-    cutoff = timezone.now() - timedelta(minutes=1)
-    ids = list(
-        ImportBatch.objects.filter(status=ImportBatch.Status.QUEUED, created_at__lt=cutoff).values_list("pk", flat=True)
-    )
-    for batch_id in ids:
-        tasks.send_or_leave_queued(tasks.import_batch, batch_id)
-    return len(ids)
+
+class _PartlyWritten(Exception):
+    """Some chunks were committed before the import stopped (the cause is ``__cause__``)."""
+
+    def __init__(self, written: dict, total: int):
+        super().__init__(f"{written['chunks']} of {total} chunks written")
+        self.written, self.total = written, total
+
+
+def _chunks(groups: dict, rows_per_chunk: int) -> list[dict]:
+    """Whole contexts (with all their rows) in chunks of about ``rows_per_chunk`` rows written,
+    a row being a scenario, a rating or a mean score (a JSON Lines line of a context with
+    four scenarios and twelve ratings weighs 16, like the CSV rows it stands for)."""
+    if rows_per_chunk < 1:
+        raise ValueError(f"MORALE_IMPORT_CHUNK_ROWS must be at least 1, not {rows_per_chunk}")
+    chunks, current, size = [], {}, 0
+    for key, group in groups.items():
+        current[key] = group
+        size += max(1, len(group.scenarios) + len(group.ratings) + len(group.aggregates))
+        if size >= rows_per_chunk:
+            chunks.append(current)
+            current, size = {}, 0
+    if current or not chunks:
+        chunks.append(current)  # nothing new at all: one (empty) write still records the counts
+    return chunks
+
+
+def _recount_resumed(batch: ImportBatch, counts: dict) -> None:
+    """A batch imported again after its worker died: what the lost attempt wrote was matched
+    as "present"; count it as created by this batch (the rows that carry the batch say so)."""
+    for created, present, rows in (
+        ("contexts_created", "contexts_present", Context.objects.filter(import_batch=batch)),
+        ("ratings_created", "ratings_present", ImportedRating.objects.filter(batch=batch)),
+        ("aggregates_created", "aggregates_present", ImportedAggregate.objects.filter(batch=batch)),
+        ("raters_created", None, ImportedRater.objects.filter(first_batch=batch)),
+    ):
+        total = rows.count()
+        moved = total - counts.get(created, 0)
+        counts[created] = total
+        if present is not None:
+            counts[present] = max(0, counts.get(present, 0) - moved)
+    counts["resumed"] = True

@@ -100,7 +100,7 @@ def test_an_orphaned_export_is_taken_over_and_resumed(settings):
     three_contexts()
     export = service.dataset_export_queue(fmt="jsonl")
     service.dataset_export_claim(export.pk)  # a worker took it, then was killed
-    stale = timezone.now() - timedelta(minutes=settings.MORALE_EXPORT_STALE_MINUTES + 1)
+    stale = timezone.now() - timedelta(minutes=settings.MORALE_JOB_STALE_MINUTES + 1)
     DatasetExport.objects.filter(pk=export.pk).update(heartbeat_at=stale)
     with mock.patch.object(tasks.export_dataset, "delay") as delay:
         assert service.exports_resume() == 1
