@@ -13,7 +13,8 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Count, Exists, OuterRef, Q, Sum
+from django.db.models import Exists, F, Func, OuterRef, Q, Subquery
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from ..models import (
@@ -27,7 +28,7 @@ from ..models import (
     Judgment,
     Scenario,
 )
-from ..selectors import annotators_working_now, open_scenarios_for, untouched_participants_holding
+from ..selectors import count_of, annotators_working_now, open_scenarios_for, untouched_participants_holding
 
 
 # --- errors the views turn into messages ---------------------------------------------------
@@ -57,32 +58,22 @@ def _live_holds(now) -> Q:
 def _claims(scenario_ids, *, now, excluding_assignment: Assignment | None = None) -> dict[int, int]:
     """Slots taken per scenario: initial judgments plus live holds of other pages, plus the
     imported ratings (and raters of imported means) that were imported to count towards
-    the target; other imported ratings take no annotator's place."""
-    judged = dict(
-        Judgment.objects.filter(scenario_id__in=scenario_ids, phase=Judgment.Phase.INITIAL)
-        .values_list("scenario_id")
-        .annotate(n=Count("id"))
-    )
-    holds = AssignmentItem.objects.filter(_live_holds(now), scenario_id__in=scenario_ids)
+    the target; other imported ratings take no annotator's place.
+
+    One query: a correlated count of each kind per scenario."""
+    holds = AssignmentItem.objects.filter(_live_holds(now), scenario=OuterRef("pk"))
     if excluding_assignment is not None:
         holds = holds.exclude(assignment=excluding_assignment)
-    held = dict(holds.values_list("scenario_id").annotate(n=Count("id")))
-    imported = {}
-    for sid, n in (
-        ImportedRating.objects.filter(scenario_id__in=scenario_ids, counts_towards_target=True)
-        .order_by()
-        .values_list("scenario_id")
-        .annotate(n=Count("id"))
-        .union(
-            ImportedAggregate.objects.filter(scenario_id__in=scenario_ids, counts_towards_target=True)
-            .order_by()
-            .values_list("scenario_id")
-            .annotate(n=Sum("raters")),
-            all=True,
-        )
-    ):
-        imported[sid] = imported.get(sid, 0) + n
-    return {sid: judged.get(sid, 0) + held.get(sid, 0) + imported.get(sid, 0) for sid in scenario_ids}
+    raters = ImportedAggregate.objects.filter(scenario=OuterRef("pk"), counts_towards_target=True)
+    rows = Scenario.objects.filter(pk__in=list(scenario_ids)).annotate(
+        judged=count_of(Judgment.objects.filter(scenario=OuterRef("pk"), phase=Judgment.Phase.INITIAL)),
+        held=count_of(holds),
+        imported=count_of(ImportedRating.objects.filter(scenario=OuterRef("pk"), counts_towards_target=True)),
+        imported_raters=Coalesce(Subquery(raters.order_by().values(n=Func(F("raters"), function="SUM"))[:1]), 0),
+    )
+    found = {sid: judged + held + imported + imported_raters for sid, judged, held, imported, imported_raters in
+             rows.values_list("pk", "judged", "held", "imported", "imported_raters")}
+    return {sid: found.get(sid, 0) for sid in scenario_ids}
 
 
 # --- getting a page ------------------------------------------------------------------------
