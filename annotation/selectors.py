@@ -39,9 +39,11 @@ def assignment_for_annotator(*, annotator: Annotator, assignment_id: int) -> Ass
     One query: the page's items joined with their scenario, the assignment and its context;
     ``assignment.items.all()`` then reads them without a query (as ``prefetch_related``
     would, in one round trip instead of three). A page without items falls back to a get."""
+    reported = ItemReport.objects.filter(annotator=annotator, scenario_id=OuterRef("scenario_id"))
     items = list(
         AssignmentItem.objects.filter(assignment_id=assignment_id, assignment__annotator=annotator)
         .select_related("scenario", "assignment__context")
+        .annotate(has_report=Exists(reported))  # reports_on_page asks only when one is
         .order_by("position", "id")
     )
     if not items:
@@ -152,14 +154,50 @@ def assignment_review(*, assignment: Assignment) -> list[ReviewItem]:
     return review_items(judgments)
 
 
+def assignment_review_for(*, annotator: Annotator, assignment_id: int) -> tuple[Assignment, list[ReviewItem]]:
+    """An assignment of this annotator (Assignment.DoesNotExist for anyone else's) with the
+    review of its initial judgments, in one query: the judgments joined with their scenario,
+    reconfirmation, assignment and its context (a page without judgments: a second query)."""
+    judgments = list(
+        Judgment.objects.filter(assignment_id=assignment_id, annotator=annotator, phase=Judgment.Phase.INITIAL)
+        .select_related("scenario", "reconfirmation", "assignment__context")
+        .order_by("id")
+    )
+    if not judgments:
+        return Assignment.objects.select_related("context").get(pk=assignment_id, annotator=annotator), []
+    assignment = judgments[0].assignment
+    for j in judgments:
+        j.assignment = assignment
+    return assignment, review_items(judgments)
+
+
+def check_items_among(items: list[ReviewItem], shown: list[tuple[int, float | None, int | None]]) -> list[ReviewItem]:
+    """``check_items_shown`` for a page whose review is at hand: the checks the form showed,
+    as it showed them, in its order, from ``items`` (that page's review); ids not among them
+    are left out."""
+    by_id = {i.judgment.pk: i for i in items}
+    return [
+        ReviewItem(
+            judgment=by_id[jid].judgment,
+            model_score=score,
+            pending=False,
+            reconfirmation=by_id[jid].reconfirmation,
+            model_version_id=version_id,
+        )
+        for jid, score, version_id in shown
+        if jid in by_id
+    ]
+
+
 @dataclass(frozen=True)
 class NextStep:
     name: str  # "rate" | "wait" | "check" | "add" | "done"
     items: list[ReviewItem]
 
 
-def assignment_next_step(*, assignment: Assignment, now=None) -> NextStep:
-    """Where a page goes after rating (paper, fig. 4).
+def assignment_next_step(*, assignment: Assignment, now=None, judgments: list[Judgment] | None = None) -> NextStep:
+    """Where a page goes after rating (paper, fig. 4). ``judgments``: the page's initial
+    judgments in id order, when the caller has just read or written them.
 
     Disagreements get grounding checks; while scores are missing the page polls for up to
     MORALE_SCORE_WAIT_SECONDS, then lets the annotator go on (the check is offered later
@@ -169,7 +207,7 @@ def assignment_next_step(*, assignment: Assignment, now=None) -> NextStep:
     now = now or timezone.now()
     if assignment.status in (Assignment.Status.ACTIVE, Assignment.Status.EXPIRED):
         return NextStep("rate", [])
-    items = assignment_review(assignment=assignment)
+    items = assignment_review(assignment=assignment) if judgments is None else review_items(judgments)
     if assignment.status == Assignment.Status.COMPLETED:
         return NextStep("done", items)
     if any(i.needs_check for i in items):
@@ -271,7 +309,13 @@ def open_scenarios_for(annotator: Annotator):
 
 
 def reports_on_page(*, annotator: Annotator, assignment: Assignment) -> dict[int, ItemReport]:
-    """The annotator's reports of the scenarios on this page, by scenario id (those are skipped)."""
+    """The annotator's reports of the scenarios on this page, by scenario id (those are skipped).
+
+    No query for a page read by ``assignment_for_annotator`` without a report on it."""
+    items = getattr(assignment, "_prefetched_objects_cache", {}).get("items")
+    if items is not None and items and all(hasattr(i, "has_report") for i in items):
+        if not any(i.has_report for i in items):
+            return {}
     on_page = AssignmentItem.objects.filter(assignment=assignment).values("scenario_id")
     return {r.scenario_id: r for r in ItemReport.objects.filter(annotator=annotator, scenario_id__in=on_page)}
 
@@ -362,11 +406,7 @@ def practice_current() -> PracticeRound | None:
     return practice_rounds_offered().prefetch_related("items").first()
 
 
-def onboarding_next_step(*, annotator: Annotator) -> str | None:
-    """"instructions" or "practice" while the annotator has not done the current version of
-    it, else None. Asked when a new page starts, so a new version never interrupts a page.
-
-    One query: the current versions and whether the annotator has a record of each."""
+def _onboarding_columns():
     steps = [(OnboardingRecord.Step.INSTRUCTIONS, instructions_versions())]
     if settings.MORALE_PRACTICE_ENABLED:
         steps.append((OnboardingRecord.Step.PRACTICE, practice_rounds_offered()))
@@ -377,11 +417,54 @@ def onboarding_next_step(*, annotator: Annotator) -> str | None:
         columns[f"{step.value}_done"] = Exists(
             OnboardingRecord.objects.filter(annotator=OuterRef("pk"), step=step, version=current)
         )
-    row = Annotator.objects.filter(pk=annotator.pk).annotate(**columns).values(*columns).get()
-    for step, _ in steps:
+    return [step for step, _ in steps], columns
+
+
+def _onboarding_due(steps, row) -> str | None:
+    for step in steps:
         if row[f"{step.value}_version"] is not None and not row[f"{step.value}_done"]:
             return str(step)
     return None
+
+
+def onboarding_next_step(*, annotator: Annotator) -> str | None:
+    """"instructions" or "practice" while the annotator has not done the current version of
+    it, else None. Asked when a new page starts, so a new version never interrupts a page.
+
+    One query: the current versions and whether the annotator has a record of each."""
+    steps, columns = _onboarding_columns()
+    row = Annotator.objects.filter(pk=annotator.pk).annotate(**columns).values(*columns).get()
+    return _onboarding_due(steps, row)
+
+
+@dataclass(frozen=True)
+class NextPageState:
+    onboarding: str | None  # onboarding_next_step
+    may_have_late_checks: bool  # a completed page's judgment still without a score (late_checks_for asks)
+    has_open_page: bool  # an active or submitted page (assignment_open_for reads it)
+
+
+def next_page_state(*, annotator: Annotator, now=None) -> NextPageState:
+    """What the next-page redirect asks first, in one query: the onboarding step due, whether
+    late checks may be due, whether the annotator holds an open page."""
+    now = now or timezone.now()
+    steps, columns = _onboarding_columns()
+    late = Judgment.objects.filter(
+        annotator=OuterRef("pk"),
+        phase=Judgment.Phase.INITIAL,
+        model_score__isnull=True,
+        created_at__gte=now - LATE_CHECK_WINDOW,
+        assignment__status=Assignment.Status.COMPLETED,
+        reconfirmation__isnull=True,
+    )
+    open_page = Assignment.objects.filter(
+        annotator=OuterRef("pk"), status__in=[Assignment.Status.ACTIVE, Assignment.Status.SUBMITTED]
+    )
+    columns |= {"late_checks": Exists(late), "open_page": Exists(open_page)}
+    row = Annotator.objects.filter(pk=annotator.pk).annotate(**columns).values(*columns).get()
+    return NextPageState(
+        onboarding=_onboarding_due(steps, row), may_have_late_checks=row["late_checks"], has_open_page=row["open_page"]
+    )
 
 
 def onboarding_record(*, annotator: Annotator, step: str, version: str) -> OnboardingRecord | None:

@@ -91,8 +91,14 @@ def assignment_open_for(*, annotator: Annotator) -> Assignment | None:
 CANDIDATE_CONTEXTS = 8  # contexts tried per request, least-judged first
 
 
-def assignment_get_or_create(*, annotator: Annotator, now=None, rng: random.Random | None = None) -> Assignment | None:
+def assignment_get_or_create(
+    *, annotator: Annotator, now=None, rng: random.Random | None = None, has_open_page: bool | None = None
+) -> Assignment | None:
     """The annotator's open page, or a new one on the least-judged context with open slots.
+
+    ``has_open_page=False``: the caller has just read that the annotator holds no open page
+    (``selectors.next_page_state``), so it is not read again; one made meanwhile by another
+    request of theirs is found when the claim hits the one-open-page constraint.
 
     Returns None when nothing is left for this annotator. An active page that has expired
     is marked expired first (its slots went back to the pool when it expired). Raises
@@ -102,7 +108,7 @@ def assignment_get_or_create(*, annotator: Annotator, now=None, rng: random.Rand
     rng = rng or random.Random()
     if annotator.status != Annotator.Status.ACTIVE:
         raise AnnotatorNotActive(annotator.get_status_display())
-    current = assignment_open_for(annotator=annotator)
+    current = None if has_open_page is False else assignment_open_for(annotator=annotator)
     if current is not None:
         if current.status == Assignment.Status.ACTIVE and current.expires_at <= now:
             Assignment.objects.filter(pk=current.pk, status=Assignment.Status.ACTIVE).update(
@@ -232,16 +238,18 @@ def assignment_renew(*, assignment: Assignment, items, now) -> None:
     assignment.save(update_fields=["status", "expires_at"])
 
 
-def assignment_complete(*, annotator: Annotator, assignment_id: int, now=None) -> Assignment:
-    """Close the follow-up step of a submitted page (checks answered, scenario added or skipped)."""
+def assignment_complete(*, annotator: Annotator, assignment_id: int, now=None) -> bool:
+    """Close the follow-up step of a submitted page (checks answered, scenario added or skipped).
+
+    One UPDATE of a submitted page; a page in any other state is left as it is (False).
+    Raises Assignment.DoesNotExist for someone else's page."""
     now = now or timezone.now()
-    with transaction.atomic():
-        assignment = Assignment.objects.select_for_update().get(pk=assignment_id, annotator=annotator)
-        if assignment.status == Assignment.Status.SUBMITTED:
-            assignment.status = Assignment.Status.COMPLETED
-            assignment.completed_at = now
-            assignment.save(update_fields=["status", "completed_at"])
-    return assignment
+    done = Assignment.objects.filter(pk=assignment_id, annotator=annotator, status=Assignment.Status.SUBMITTED).update(
+        status=Assignment.Status.COMPLETED, completed_at=now
+    )
+    if not done and not Assignment.objects.filter(pk=assignment_id, annotator=annotator).exists():
+        raise Assignment.DoesNotExist("Not a page of this annotator.")
+    return bool(done)
 
 
 def assignments_expire(*, now=None) -> int:
