@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
-from django.db.models import Count, Exists, F, OuterRef, Prefetch, Q, Subquery
+from django.db.models import Case, Count, Exists, F, Func, OuterRef, Prefetch, Q, Subquery, Sum, When, Window
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
@@ -34,12 +34,29 @@ from .models import (
 
 
 def assignment_for_annotator(*, annotator: Annotator, assignment_id: int) -> Assignment:
-    """An assignment of this annotator with its context and scenarios (404 for anyone else's)."""
-    return (
-        Assignment.objects.select_related("context")
-        .prefetch_related("items__scenario")
-        .get(pk=assignment_id, annotator=annotator)
+    """An assignment of this annotator with its context and scenarios (404 for anyone else's).
+
+    One query: the page's items joined with their scenario, the assignment and its context;
+    ``assignment.items.all()`` then reads them without a query (as ``prefetch_related``
+    would, in one round trip instead of three). A page without items falls back to a get."""
+    reported = ItemReport.objects.filter(annotator=annotator, scenario_id=OuterRef("scenario_id"))
+    items = list(
+        AssignmentItem.objects.filter(assignment_id=assignment_id, assignment__annotator=annotator)
+        .select_related("scenario", "assignment__context")
+        .annotate(has_report=Exists(reported))  # reports_on_page asks only when one is
+        .order_by("position", "id")
     )
+    if not items:
+        return Assignment.objects.select_related("context").prefetch_related("items").get(
+            pk=assignment_id, annotator=annotator
+        )
+    assignment = items[0].assignment
+    for item in items:
+        item.assignment = assignment  # one shared instance, as a prefetch would give
+    cached = assignment.items.all()
+    cached._result_cache, cached._prefetch_done = items, True
+    assignment._prefetched_objects_cache = {"items": cached}
+    return assignment
 
 
 @dataclass(frozen=True)
@@ -69,10 +86,14 @@ class ReviewItem:
 
 def review_items(judgments: list[Judgment]) -> list[ReviewItem]:
     """Compare initial judgments with the model: the score stored at submit, else the current one."""
-    late = modelloop_selectors.scores_shown(scenario_ids=[j.scenario_id for j in judgments if j.model_score is None])
-    reconfirmations = {
-        j.revises_id: j for j in Judgment.objects.filter(revises__in=[j.pk for j in judgments])
-    }
+    late_ids = [j.scenario_id for j in judgments if j.model_score is None]
+    late = modelloop_selectors.scores_shown(scenario_ids=late_ids) if late_ids else None
+    if all(Judgment.reconfirmation.is_cached(j) for j in judgments):  # read with select_related("reconfirmation")
+        reconfirmations = {j.pk: _reconfirmation_or_none(j) for j in judgments}
+    else:
+        reconfirmations = {
+            j.revises_id: j for j in Judgment.objects.filter(revises__in=[j.pk for j in judgments])
+        }
     items = []
     for j in judgments:
         if j.model_score is not None:
@@ -92,6 +113,13 @@ def review_items(judgments: list[Judgment]) -> list[ReviewItem]:
     return items
 
 
+def _reconfirmation_or_none(judgment: Judgment) -> Judgment | None:
+    try:
+        return judgment.reconfirmation
+    except Judgment.DoesNotExist:
+        return None
+
+
 def check_items_shown(
     *, annotator: Annotator, shown: list[tuple[int, float | None, int | None]], assignment_id: int | None = None
 ) -> list[ReviewItem]:
@@ -102,8 +130,8 @@ def check_items_shown(
     judgments = Judgment.objects.filter(pk__in=ids, annotator=annotator, phase=Judgment.Phase.INITIAL)
     if assignment_id is not None:
         judgments = judgments.filter(assignment_id=assignment_id)
-    by_id = {j.pk: j for j in judgments.select_related("scenario", "scenario__context")}
-    reconfirmations = {j.revises_id: j for j in Judgment.objects.filter(revises__in=list(by_id))}
+    by_id = {j.pk: j for j in judgments.select_related("scenario", "scenario__context", "reconfirmation")}
+    reconfirmations = {jid: _reconfirmation_or_none(j) for jid, j in by_id.items()}
     return [
         ReviewItem(
             judgment=by_id[jid],
@@ -120,10 +148,45 @@ def check_items_shown(
 def assignment_review(*, assignment: Assignment) -> list[ReviewItem]:
     judgments = list(
         Judgment.objects.filter(assignment=assignment, phase=Judgment.Phase.INITIAL)
-        .select_related("scenario")
+        .select_related("scenario", "reconfirmation")
         .order_by("id")
     )
     return review_items(judgments)
+
+
+def assignment_review_for(*, annotator: Annotator, assignment_id: int) -> tuple[Assignment, list[ReviewItem]]:
+    """An assignment of this annotator (Assignment.DoesNotExist for anyone else's) with the
+    review of its initial judgments, in one query: the judgments joined with their scenario,
+    reconfirmation, assignment and its context (a page without judgments: a second query)."""
+    judgments = list(
+        Judgment.objects.filter(assignment_id=assignment_id, annotator=annotator, phase=Judgment.Phase.INITIAL)
+        .select_related("scenario", "reconfirmation", "assignment__context")
+        .order_by("id")
+    )
+    if not judgments:
+        return Assignment.objects.select_related("context").get(pk=assignment_id, annotator=annotator), []
+    assignment = judgments[0].assignment
+    for j in judgments:
+        j.assignment = assignment
+    return assignment, review_items(judgments)
+
+
+def check_items_among(items: list[ReviewItem], shown: list[tuple[int, float | None, int | None]]) -> list[ReviewItem]:
+    """``check_items_shown`` for a page whose review is at hand: the checks the form showed,
+    as it showed them, in its order, from ``items`` (that page's review); ids not among them
+    are left out."""
+    by_id = {i.judgment.pk: i for i in items}
+    return [
+        ReviewItem(
+            judgment=by_id[jid].judgment,
+            model_score=score,
+            pending=False,
+            reconfirmation=by_id[jid].reconfirmation,
+            model_version_id=version_id,
+        )
+        for jid, score, version_id in shown
+        if jid in by_id
+    ]
 
 
 @dataclass(frozen=True)
@@ -132,8 +195,9 @@ class NextStep:
     items: list[ReviewItem]
 
 
-def assignment_next_step(*, assignment: Assignment, now=None) -> NextStep:
-    """Where a page goes after rating (paper, fig. 4).
+def assignment_next_step(*, assignment: Assignment, now=None, judgments: list[Judgment] | None = None) -> NextStep:
+    """Where a page goes after rating (paper, fig. 4). ``judgments``: the page's initial
+    judgments in id order, when the caller has just read or written them.
 
     Disagreements get grounding checks; while scores are missing the page polls for up to
     MORALE_SCORE_WAIT_SECONDS, then lets the annotator go on (the check is offered later
@@ -143,7 +207,7 @@ def assignment_next_step(*, assignment: Assignment, now=None) -> NextStep:
     now = now or timezone.now()
     if assignment.status in (Assignment.Status.ACTIVE, Assignment.Status.EXPIRED):
         return NextStep("rate", [])
-    items = assignment_review(assignment=assignment)
+    items = assignment_review(assignment=assignment) if judgments is None else review_items(judgments)
     if assignment.status == Assignment.Status.COMPLETED:
         return NextStep("done", items)
     if any(i.needs_check for i in items):
@@ -178,10 +242,10 @@ def late_checks_for(*, annotator: Annotator, now=None) -> list[ReviewItem]:
             assignment__status=Assignment.Status.COMPLETED,
             reconfirmation__isnull=True,
         )
-        .select_related("scenario", "scenario__context")
+        .select_related("scenario", "scenario__context", "reconfirmation")
         .order_by("id")
     )
-    return [i for i in review_items(judgments) if i.needs_check]
+    return [i for i in review_items(judgments) if i.needs_check] if judgments else []
 
 
 # How many of the annotator's latest pages set their pace (the median page time).
@@ -245,7 +309,13 @@ def open_scenarios_for(annotator: Annotator):
 
 
 def reports_on_page(*, annotator: Annotator, assignment: Assignment) -> dict[int, ItemReport]:
-    """The annotator's reports of the scenarios on this page, by scenario id (those are skipped)."""
+    """The annotator's reports of the scenarios on this page, by scenario id (those are skipped).
+
+    No query for a page read by ``assignment_for_annotator`` without a report on it."""
+    items = getattr(assignment, "_prefetched_objects_cache", {}).get("items")
+    if items is not None and items and all(hasattr(i, "has_report") for i in items):
+        if not any(i.has_report for i in items):
+            return {}
     on_page = AssignmentItem.objects.filter(assignment=assignment).values("scenario_id")
     return {r.scenario_id: r for r in ItemReport.objects.filter(annotator=annotator, scenario_id__in=on_page)}
 
@@ -262,22 +332,50 @@ def scenarios_with_report_count(scenarios):
     return scenarios.annotate(report_total=count(), report_open=count(decision=ItemReport.Decision.OPEN))
 
 
+def count_of(queryset):
+    """A scalar subquery: how many rows ``queryset`` has (COUNT without GROUP BY: one row)."""
+    return Coalesce(Subquery(queryset.order_by().values(n=Func(F("pk"), function="COUNT"))[:1]), 0)
+
+
 def annotator_progress(*, annotator: Annotator, now=None) -> Progress:
     """Pages and ratings done, images left, this session's pages against its target, and the
     annotator's pace: the median time from opening a page to finishing it (check and new
     scenario included) over their latest PACE_PAGES pages, each counted at most the page's
-    time to live (a page left open over a break would skew it)."""
+    time to live (a page left open over a break would skew it).
+
+    One query once a page is completed: the latest pages, with the counts beside each row
+    (window counts over every completed page, scalar subqueries for the rest)."""
     now = now or timezone.now()
     open_for_me = open_scenarios_for(annotator).filter(context=OuterRef("pk"))
     completed = Assignment.objects.filter(annotator=annotator, status=Assignment.Status.COMPLETED)
+    session_start = now - WORKING_SESSION
+    counts = {
+        "judgments_done": count_of(Judgment.objects.filter(annotator=annotator, phase=Judgment.Phase.INITIAL)),
+        "contexts_left": count_of(Context.objects.filter(is_active=True).filter(Exists(open_for_me))),
+    }
+    latest = list(
+        completed.order_by("-completed_at")
+        .annotate(
+            pages_done=Window(Count("id")),
+            session_pages=Window(Sum(Case(When(completed_at__gte=session_start, then=1), default=0))),
+            **counts,
+        )
+        .values_list("created_at", "completed_at", "pages_done", "session_pages", *counts)[:PACE_PAGES]
+    )
+    if latest:
+        pages_done, session_pages, judgments_done, contexts_left = latest[0][2:]
+    else:  # no page completed yet: the two counts alone
+        pages_done = session_pages = 0
+        judgments_done, contexts_left = (
+            Annotator.objects.filter(pk=annotator.pk).annotate(**counts).values_list(*counts).get()
+        )
     longest = settings.MORALE_ASSIGNMENT_TTL_MINUTES * 60
-    latest = completed.order_by("-completed_at").values_list("created_at", "completed_at")[:PACE_PAGES]
-    durations = [min(longest, (done - opened).total_seconds()) for opened, done in latest if done and opened]
+    durations = [min(longest, (done - opened).total_seconds()) for opened, done, *_ in latest if done and opened]
     return Progress(
-        pages_done=completed.count(),
-        judgments_done=Judgment.objects.filter(annotator=annotator, phase=Judgment.Phase.INITIAL).count(),
-        contexts_left=Context.objects.filter(is_active=True).filter(Exists(open_for_me)).count(),
-        session_pages=completed.filter(completed_at__gte=now - WORKING_SESSION).count(),
+        pages_done=pages_done,
+        judgments_done=judgments_done,
+        contexts_left=contexts_left,
+        session_pages=session_pages or 0,
         session_target=max(0, settings.MORALE_SESSION_TARGET_PAGES),
         seconds_per_page=statistics.median(durations) if durations else None,
     )
@@ -308,23 +406,65 @@ def practice_current() -> PracticeRound | None:
     return practice_rounds_offered().prefetch_related("items").first()
 
 
+def _onboarding_columns():
+    steps = [(OnboardingRecord.Step.INSTRUCTIONS, instructions_versions())]
+    if settings.MORALE_PRACTICE_ENABLED:
+        steps.append((OnboardingRecord.Step.PRACTICE, practice_rounds_offered()))
+    columns = {}
+    for step, versions in steps:
+        current = Subquery(versions.values("version")[:1])
+        columns[f"{step.value}_version"] = current
+        columns[f"{step.value}_done"] = Exists(
+            OnboardingRecord.objects.filter(annotator=OuterRef("pk"), step=step, version=current)
+        )
+    return [step for step, _ in steps], columns
+
+
+def _onboarding_due(steps, row) -> str | None:
+    for step in steps:
+        if row[f"{step.value}_version"] is not None and not row[f"{step.value}_done"]:
+            return str(step)
+    return None
+
+
 def onboarding_next_step(*, annotator: Annotator) -> str | None:
     """"instructions" or "practice" while the annotator has not done the current version of
-    it, else None. Asked when a new page starts, so a new version never interrupts a page."""
-    wanted = []
-    instructions = instructions_versions().values_list("version", flat=True).first()
-    if instructions is not None:
-        wanted.append((OnboardingRecord.Step.INSTRUCTIONS, instructions))
-    practice = practice_rounds_offered().values_list("version", flat=True).first()
-    if practice is not None:
-        wanted.append((OnboardingRecord.Step.PRACTICE, practice))
-    if not wanted:
-        return None
-    versions = Q()
-    for step, version in wanted:
-        versions |= Q(step=step, version=version)
-    done = set(OnboardingRecord.objects.filter(versions, annotator=annotator).values_list("step", "version"))
-    return next((str(step) for step, version in wanted if (step, version) not in done), None)
+    it, else None. Asked when a new page starts, so a new version never interrupts a page.
+
+    One query: the current versions and whether the annotator has a record of each."""
+    steps, columns = _onboarding_columns()
+    row = Annotator.objects.filter(pk=annotator.pk).annotate(**columns).values(*columns).get()
+    return _onboarding_due(steps, row)
+
+
+@dataclass(frozen=True)
+class NextPageState:
+    onboarding: str | None  # onboarding_next_step
+    may_have_late_checks: bool  # a completed page's judgment still without a score (late_checks_for asks)
+    has_open_page: bool  # an active or submitted page (assignment_open_for reads it)
+
+
+def next_page_state(*, annotator: Annotator, now=None) -> NextPageState:
+    """What the next-page redirect asks first, in one query: the onboarding step due, whether
+    late checks may be due, whether the annotator holds an open page."""
+    now = now or timezone.now()
+    steps, columns = _onboarding_columns()
+    late = Judgment.objects.filter(
+        annotator=OuterRef("pk"),
+        phase=Judgment.Phase.INITIAL,
+        model_score__isnull=True,
+        created_at__gte=now - LATE_CHECK_WINDOW,
+        assignment__status=Assignment.Status.COMPLETED,
+        reconfirmation__isnull=True,
+    )
+    open_page = Assignment.objects.filter(
+        annotator=OuterRef("pk"), status__in=[Assignment.Status.ACTIVE, Assignment.Status.SUBMITTED]
+    )
+    columns |= {"late_checks": Exists(late), "open_page": Exists(open_page)}
+    row = Annotator.objects.filter(pk=annotator.pk).annotate(**columns).values(*columns).get()
+    return NextPageState(
+        onboarding=_onboarding_due(steps, row), may_have_late_checks=row["late_checks"], has_open_page=row["open_page"]
+    )
 
 
 def onboarding_record(*, annotator: Annotator, step: str, version: str) -> OnboardingRecord | None:

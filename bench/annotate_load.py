@@ -51,6 +51,8 @@ def main(argv=None) -> int:
     ap.add_argument("--workers", type=int, default=0, help=f"gunicorn workers (default: 2 x cores = {2 * cores})")
     ap.add_argument("--threads", type=int, default=1, help="gunicorn threads per worker (default 1)")
     ap.add_argument("--worker-class", default="", help="gunicorn worker class (default: gunicorn's choice)")
+    ap.add_argument("--keep-alive", type=int, default=5,
+                    help="gunicorn keep-alive seconds (default 5, as scripts/run.sh; threaded workers only)")
     ap.add_argument("--client-procs", type=int, default=1, help="client processes the annotator threads are spread over")
     ap.add_argument("--double-click", type=float, default=0.05, help="share of clients that post every submit twice")
     ap.add_argument("--add-rate", type=float, default=0.10, help="on the add-scenario page: share that adds one")
@@ -58,18 +60,22 @@ def main(argv=None) -> int:
                     help="mean think time before each form is sent (exponential; default 0: no think time)")
     ap.add_argument("--score", type=int, default=-1, help="score only this many scenarios up front (-1: all)")
     ap.add_argument("--pg-url", default="postgres://postgres@127.0.0.1:5432/postgres", help="PostgreSQL admin URL")
+    ap.add_argument("--pg-db", default=PG_DB,
+                    help=f"the throw-away database, dropped and recreated (default {PG_DB}; its name must contain 'bench')")
     ap.add_argument("--keep", action="store_true", help="keep the database (and the temporary folder)")
     ap.add_argument("--profile", type=int, default=0, metavar="PAGES",
                     help="afterwards, walk PAGES pages in-process with one extra annotator and print queries/ms per step")
     ap.add_argument("--seed", type=int, default=1)
     args = ap.parse_args(argv)
     workers = args.workers or 2 * cores
+    if "bench" not in args.pg_db:
+        ap.error("--pg-db must name a throw-away database: its name must contain 'bench'")
 
     tmp = Path(tempfile.mkdtemp(prefix=f"annotate_load-{args.db}-"))
     (tmp / "var").mkdir()
     (tmp / "media").mkdir()
     if args.db == "postgres":
-        database_url = common.pg_url_for(args.pg_url, PG_DB)
+        database_url = common.pg_url_for(args.pg_url, args.pg_db)
     else:
         database_url = common.sqlite_url(tmp)
     env = common.bench_env(
@@ -87,7 +93,7 @@ def main(argv=None) -> int:
         # 1. database
         t = time.perf_counter()
         if args.db == "postgres":
-            common.pg_recreate(args.pg_url, PG_DB)
+            common.pg_recreate(args.pg_url, args.pg_db)
         common.migrate(env, log_stderr=log)
         log(f"fresh {args.db} database migrated in {time.perf_counter() - t:.1f}s ({database_url})")
         t = time.perf_counter()
@@ -108,7 +114,7 @@ def main(argv=None) -> int:
         port = server.free_port()
         access_log, server_log = tmp / "access.log", tmp / "gunicorn.log"
         gunicorn, gargs = server.start_gunicorn(
-            env=env, port=port, workers=workers, threads=args.threads, worker_class=args.worker_class,
+            env=env, port=port, workers=workers, threads=args.threads, worker_class=args.worker_class, keep_alive=args.keep_alive,
             access_log=access_log, server_log=server_log,
         )
         server.wait_until_up(port, gunicorn)
@@ -131,7 +137,7 @@ def main(argv=None) -> int:
         )
         log(f"{args.clients} annotators logged in ({login_s:.1f}s); load starts")
         access_skip = len(access_log.read_text().splitlines())
-        sampler = procstat.CpuSampler(gunicorn.pid, PG_DB if args.db == "postgres" else None)
+        sampler = procstat.CpuSampler(gunicorn.pid, args.pg_db if args.db == "postgres" else None)
         sampler.start()
         m0 = procstat.machine_cpu()
         own0 = os.times()
@@ -158,9 +164,11 @@ def main(argv=None) -> int:
         check = common.run_json([PY, __file__, "_check", "--ack", str(ack_path)], env, "check", log_stderr=log)
         srv_lat = server.server_latencies(access_log, access_skip)
 
-        profile = None
-        if args.profile:
-            profile = common.run_json([PY, __file__, "_profile", "--pages", str(args.profile)], env, "profile", log_stderr=log)
+        # The in-process walk after the load: its query counts per step go beside the CPU
+        # figures in every report (4 pages when --profile is not given: half of them counted).
+        profile = common.run_json(
+            [PY, __file__, "_profile", "--pages", str(args.profile or 4)], env, "profile", log_stderr=log
+        )
 
         # 5. report
         exit_code = report(LoadRun(
@@ -181,13 +189,13 @@ def main(argv=None) -> int:
                 pass
         if args.keep:
             print(f"kept: database {database_url}, files in {tmp}")
-            print(f"      (PostgreSQL: psql {common.pg_url_for(args.pg_url, PG_DB)})" if args.db == "postgres" else "")
+            print(f"      (PostgreSQL: psql {common.pg_url_for(args.pg_url, args.pg_db)})" if args.db == "postgres" else "")
         else:
             if args.db == "postgres":
                 try:
-                    common.pg_drop(args.pg_url, PG_DB)
+                    common.pg_drop(args.pg_url, args.pg_db)
                 except Exception as exc:  # noqa: BLE001
-                    log(f"could not drop {PG_DB}: {exc}")
+                    log(f"could not drop {args.pg_db}: {exc}")
             shutil.rmtree(tmp, ignore_errors=True)
     return exit_code
 

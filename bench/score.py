@@ -174,6 +174,63 @@ def bench_batching(args, tmp: Path, photo_paths: list[str]) -> list[tuple[str, i
     return rows
 
 
+# --- 1b. feature extraction: each distinct image encoded once --------------------------------
+def distinct_photos(media: Path, n: int, tag: str) -> list[tuple[str, str]]:
+    """n distinct JPEG files (storage name, sha256): the bench photos, each cropped differently."""
+    from PIL import Image
+
+    folder = media / "contexts" / f"distinct-{tag}"
+    folder.mkdir(parents=True, exist_ok=True)
+    sources = sorted((media / "contexts" / "bench").glob("*.jpg"))
+    out = []
+    for i in range(n):
+        with Image.open(sources[i % len(sources)]) as img:
+            w, h = img.size
+            dx, dy = (i * 7) % max(1, w // 4), (i * 11) % max(1, h // 4)
+            crop = img.convert("RGB").crop((dx, dy, dx + w * 3 // 4, dy + h * 3 // 4))
+        buffer = io.BytesIO()
+        crop.save(buffer, format="JPEG", quality=90)
+        (folder / f"{i}.jpg").write_bytes(buffer.getvalue())
+        out.append((f"contexts/distinct-{tag}/{i}.jpg", hashlib.sha256(buffer.getvalue()).hexdigest()))
+    return out
+
+
+def bench_extraction(args, tmp: Path) -> list[tuple[str, int, int, float]]:
+    """pairs/s of ``features_for`` (EfficientNet-Lite0 + MiniLM, nothing cached yet) with 1 and
+    with 3.5 scenarios per image (3 and 4 alternating, as MM-SCALE's 32,212 / 9,260)."""
+    from annotation.models import Context, Scenario
+    from modelloop import services
+    from modelloop.scoring.features import image_model, text_model
+    from modelloop.scoring.offline import EfficientNetMiniLMBackbone
+
+    image_model(), text_model()  # loaded before the clock starts
+    backbone = EfficientNetMiniLMBackbone()
+    rows = []
+    for label, per_image in (("1 scenario per image", [1]), ("3.5 scenarios per image", [3, 4])):
+        n_images = 0
+        counts = []
+        while sum(counts) < args.n_extract:
+            counts.append(per_image[n_images % len(per_image)])
+            n_images += 1
+        photos = distinct_photos(tmp / "media", n_images, tag=label.split()[0].replace(".", ""))
+        contexts = Context.objects.bulk_create(
+            [Context(image=name, image_sha256=sha, setting=f"{SETTINGS[i % len(SETTINGS)]} ({label} {i})")
+             for i, (name, sha) in enumerate(photos)]
+        )
+        scenarios = Scenario.objects.bulk_create(
+            [Scenario(context=c, text=f"{ACTIONS[(i + k) % len(ACTIONS)]}, variant {k}")
+             for i, (c, n) in enumerate(zip(contexts, counts)) for k in range(n)]
+        )
+        ids = [s.pk for s in scenarios]
+        start = time.perf_counter()
+        _, errors = services.features_for(backbone, ids)
+        seconds = time.perf_counter() - start
+        assert not any(errors), [e for e in errors if e][:3]
+        log(f"extraction, {label}: {len(ids)} pairs of {n_images} images in {seconds:.2f} s = {len(ids) / seconds:.1f} pairs/s")
+        rows.append((label, len(ids), n_images, len(ids) / seconds))
+    return rows
+
+
 # --- 2. Celery overhead ---------------------------------------------------------------------
 class Worker:
     def __init__(self, env: dict[str, str], log_path: Path):
@@ -337,11 +394,12 @@ def main() -> int:
     parser.add_argument("--n-text", type=int, default=128, help="pairs per rate measurement, text baseline")
     parser.add_argument("--n-image", type=int, default=64, help="pairs per rate measurement, image scorers")
     parser.add_argument("--quick", action="store_true", help="96 pairs, 1 round, 32-pair rate measurements")
-    parser.add_argument("--skip", nargs="*", default=[], choices=["batching", "celery", "rescore"])
+    parser.add_argument("--n-extract", type=int, default=140, help="pairs per feature-extraction measurement")
+    parser.add_argument("--skip", nargs="*", default=[], choices=["batching", "extraction", "celery", "rescore"])
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder (worker log, media) and the database")
     args = parser.parse_args()
     if args.quick:
-        args.pairs, args.rounds, args.n_text, args.n_image = 96, 1, 32, 32
+        args.pairs, args.rounds, args.n_text, args.n_image, args.n_extract = 96, 1, 32, 32, 35
 
     tmp = Path(tempfile.mkdtemp(prefix="morale-bench-score-"))
     env = configure(args, tmp)
@@ -358,6 +416,7 @@ def main() -> int:
     worker = None
     try:
         batching = [] if "batching" in args.skip else bench_batching(args, tmp, [str(tmp / "media" / p) for p, _ in photos])
+        extraction = [] if "extraction" in args.skip else bench_extraction(args, tmp)
         if not {"celery", "rescore"} <= set(args.skip):
             worker = Worker(env, tmp / "worker.log")
         direct = celery = in_tasks = None
@@ -377,6 +436,14 @@ def main() -> int:
         print(f"{'scorer':<38} {'pairs':>5} {'batched':>12} {'one at a time':>14} {'speed-up':>9}")
         for label, n, batched, single in batching:
             print(f"{label:<38} {n:>5} {batched:>8.1f} p/s {single:>10.1f} p/s {batched / single:>8.1f}x")
+    if extraction:
+        print(f"Feature extraction (features_for, EfficientNet-Lite0 + MiniLM, empty caches, batches of {BATCH}):")
+        for label, n, n_images, rate in extraction:
+            print(f"  {label:<24} {n:>4} pairs of {n_images:>3} images: {rate:7.1f} pairs/s")
+        rate_one, rate_mm = extraction[0][3], extraction[-1][3]
+        print(f"  a full extraction at MM-SCALE size ({common.MM_SCALE_SCENARIOS} pairs of {common.MM_SCALE_CONTEXTS} "
+              f"images), estimated from the measured 3.5-per-image rate: {common.MM_SCALE_SCENARIOS / rate_mm / 60:.1f} min "
+              f"(encoding every pair's image, i.e. at the 1-per-image rate: {common.MM_SCALE_SCENARIOS / rate_one / 60:.1f} min)")
     if celery:
         ratios = [c / d for d, c in zip(direct, celery)]
         ratio = statistics.median(ratios)

@@ -165,3 +165,28 @@ class FeatureCacheEntry(models.Model):
 
     def __str__(self) -> str:
         return f"{self.backbone_ref} / scenario #{self.scenario_id} ({self.dim}-d)"
+
+
+class ImageFeatureCacheEntry(models.Model):
+    """A frozen image backbone's feature vector for one image content, beside the pair
+    cache (``FeatureCacheEntry``): every scenario of a context shares its image, so the image
+    encoder runs once per distinct image (per ``image_sha256``), not once per scenario.
+
+    ``backbone_ref`` names the image backbone and its preprocessing
+    (``scoring.features.IMAGE_BACKBONE_REF``); a new image (new sha256) never matches an old
+    entry. ``vector`` is little-endian float32, like the pair cache's.
+    """
+
+    backbone_ref = models.CharField(max_length=200)
+    image_sha256 = models.CharField(max_length=64)
+    dim = models.PositiveIntegerField()
+    vector = models.BinaryField()
+    computed_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["backbone_ref", "image_sha256"], name="image_feature_cache_once_per_image"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.backbone_ref} {self.image_sha256[:12]}"

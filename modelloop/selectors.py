@@ -97,10 +97,21 @@ class ShownScores:
 
 
 def scores_shown(*, scenario_ids: Iterable[int]) -> ShownScores:
-    """The current version's scores of these scenarios as annotators see them (one query each
-    for the version and its predictions)."""
-    version = model_version_current_or_none()
-    predictions = predictions_for(scenario_ids=scenario_ids, model_version=version)
+    """The current version's scores of these scenarios as annotators see them.
+
+    One query when every scenario has a prediction (the version comes joined with them),
+    a second one for the version otherwise."""
+    ids = list(scenario_ids)
+    predictions = {
+        p.scenario_id: p
+        for p in Prediction.objects.filter(model_version__is_current=True, scenario_id__in=ids).select_related(
+            "model_version"
+        )
+    }
+    if predictions and len(predictions) == len(set(ids)):
+        version = next(iter(predictions.values())).model_version
+    else:
+        version = model_version_current_or_none()
     return ShownScores(
         version,
         {sid: (p.score if p.status == Prediction.Status.OK else None) for sid, p in predictions.items()},

@@ -28,7 +28,11 @@ PORT="${MORALE_PORT:-8000}"
 # The three processes. docker-compose.yml runs the same commands (bound to 0.0.0.0:8000,
 # and with the two queues split over a GPU and a CPU worker); tests/test_deployment.py
 # checks that they agree.
-WEB_CMD=(gunicorn morale.wsgi --bind "127.0.0.1:$PORT" --workers 2 --threads 4 --access-logfile -)
+# Web: sized for 2 cores. 2 processes x 4 threads (gthread): a thread waiting on the
+# database lets another run; keep-alive 5 s keeps a browser's (or a proxy's) connection
+# for its next request instead of a new TCP connection per request (gthread parks idle
+# keep-alive connections in its poller, not in a thread). More cores: workers = cores.
+WEB_CMD=(gunicorn morale.wsgi --bind "127.0.0.1:$PORT" --workers 2 --worker-class gthread --threads 4 --keep-alive 5 --access-logfile -)
 WORKER_CMD=(celery -A morale worker -Q gpu,default --concurrency 1 --loglevel INFO)
 BEAT_CMD=(celery -A morale beat --loglevel INFO)
 

@@ -31,8 +31,13 @@ def annotator_create(*, username: str, password: str) -> Annotator:
 
 
 def annotator_for_user(*, user) -> Annotator:
-    """The user's annotator profile, created on first use (e.g. a researcher trying the flow)."""
-    return Annotator.objects.get_or_create(user=user)[0]
+    """The user's annotator profile, created on first use (e.g. a researcher trying the flow).
+
+    No query when the user was read with it (``annotation.auth``'s backend does that)."""
+    try:
+        return user.annotator
+    except Annotator.DoesNotExist:
+        return Annotator.objects.get_or_create(user=user)[0]
 
 
 def annotator_record_consent(*, annotator: Annotator, version: str) -> Annotator:

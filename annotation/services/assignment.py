@@ -13,7 +13,8 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Count, Exists, OuterRef, Q, Sum
+from django.db.models import Exists, F, Func, OuterRef, Q, Subquery
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from ..models import (
@@ -27,7 +28,7 @@ from ..models import (
     Judgment,
     Scenario,
 )
-from ..selectors import annotators_working_now, open_scenarios_for, untouched_participants_holding
+from ..selectors import count_of, annotators_working_now, open_scenarios_for, untouched_participants_holding
 
 
 # --- errors the views turn into messages ---------------------------------------------------
@@ -57,32 +58,22 @@ def _live_holds(now) -> Q:
 def _claims(scenario_ids, *, now, excluding_assignment: Assignment | None = None) -> dict[int, int]:
     """Slots taken per scenario: initial judgments plus live holds of other pages, plus the
     imported ratings (and raters of imported means) that were imported to count towards
-    the target; other imported ratings take no annotator's place."""
-    judged = dict(
-        Judgment.objects.filter(scenario_id__in=scenario_ids, phase=Judgment.Phase.INITIAL)
-        .values_list("scenario_id")
-        .annotate(n=Count("id"))
-    )
-    holds = AssignmentItem.objects.filter(_live_holds(now), scenario_id__in=scenario_ids)
+    the target; other imported ratings take no annotator's place.
+
+    One query: a correlated count of each kind per scenario."""
+    holds = AssignmentItem.objects.filter(_live_holds(now), scenario=OuterRef("pk"))
     if excluding_assignment is not None:
         holds = holds.exclude(assignment=excluding_assignment)
-    held = dict(holds.values_list("scenario_id").annotate(n=Count("id")))
-    imported = {}
-    for sid, n in (
-        ImportedRating.objects.filter(scenario_id__in=scenario_ids, counts_towards_target=True)
-        .order_by()
-        .values_list("scenario_id")
-        .annotate(n=Count("id"))
-        .union(
-            ImportedAggregate.objects.filter(scenario_id__in=scenario_ids, counts_towards_target=True)
-            .order_by()
-            .values_list("scenario_id")
-            .annotate(n=Sum("raters")),
-            all=True,
-        )
-    ):
-        imported[sid] = imported.get(sid, 0) + n
-    return {sid: judged.get(sid, 0) + held.get(sid, 0) + imported.get(sid, 0) for sid in scenario_ids}
+    raters = ImportedAggregate.objects.filter(scenario=OuterRef("pk"), counts_towards_target=True)
+    rows = Scenario.objects.filter(pk__in=list(scenario_ids)).annotate(
+        judged=count_of(Judgment.objects.filter(scenario=OuterRef("pk"), phase=Judgment.Phase.INITIAL)),
+        held=count_of(holds),
+        imported=count_of(ImportedRating.objects.filter(scenario=OuterRef("pk"), counts_towards_target=True)),
+        imported_raters=Coalesce(Subquery(raters.order_by().values(n=Func(F("raters"), function="SUM"))[:1]), 0),
+    )
+    found = {sid: judged + held + imported + imported_raters for sid, judged, held, imported, imported_raters in
+             rows.values_list("pk", "judged", "held", "imported", "imported_raters")}
+    return {sid: found.get(sid, 0) for sid in scenario_ids}
 
 
 # --- getting a page ------------------------------------------------------------------------
@@ -100,8 +91,14 @@ def assignment_open_for(*, annotator: Annotator) -> Assignment | None:
 CANDIDATE_CONTEXTS = 8  # contexts tried per request, least-judged first
 
 
-def assignment_get_or_create(*, annotator: Annotator, now=None, rng: random.Random | None = None) -> Assignment | None:
+def assignment_get_or_create(
+    *, annotator: Annotator, now=None, rng: random.Random | None = None, has_open_page: bool | None = None
+) -> Assignment | None:
     """The annotator's open page, or a new one on the least-judged context with open slots.
+
+    ``has_open_page=False``: the caller has just read that the annotator holds no open page
+    (``selectors.next_page_state``), so it is not read again; one made meanwhile by another
+    request of theirs is found when the claim hits the one-open-page constraint.
 
     Returns None when nothing is left for this annotator. An active page that has expired
     is marked expired first (its slots went back to the pool when it expired). Raises
@@ -111,7 +108,7 @@ def assignment_get_or_create(*, annotator: Annotator, now=None, rng: random.Rand
     rng = rng or random.Random()
     if annotator.status != Annotator.Status.ACTIVE:
         raise AnnotatorNotActive(annotator.get_status_display())
-    current = assignment_open_for(annotator=annotator)
+    current = None if has_open_page is False else assignment_open_for(annotator=annotator)
     if current is not None:
         if current.status == Assignment.Status.ACTIVE and current.expires_at <= now:
             Assignment.objects.filter(pk=current.pk, status=Assignment.Status.ACTIVE).update(
@@ -241,16 +238,18 @@ def assignment_renew(*, assignment: Assignment, items, now) -> None:
     assignment.save(update_fields=["status", "expires_at"])
 
 
-def assignment_complete(*, annotator: Annotator, assignment_id: int, now=None) -> Assignment:
-    """Close the follow-up step of a submitted page (checks answered, scenario added or skipped)."""
+def assignment_complete(*, annotator: Annotator, assignment_id: int, now=None) -> bool:
+    """Close the follow-up step of a submitted page (checks answered, scenario added or skipped).
+
+    One UPDATE of a submitted page; a page in any other state is left as it is (False).
+    Raises Assignment.DoesNotExist for someone else's page."""
     now = now or timezone.now()
-    with transaction.atomic():
-        assignment = Assignment.objects.select_for_update().get(pk=assignment_id, annotator=annotator)
-        if assignment.status == Assignment.Status.SUBMITTED:
-            assignment.status = Assignment.Status.COMPLETED
-            assignment.completed_at = now
-            assignment.save(update_fields=["status", "completed_at"])
-    return assignment
+    done = Assignment.objects.filter(pk=assignment_id, annotator=annotator, status=Assignment.Status.SUBMITTED).update(
+        status=Assignment.Status.COMPLETED, completed_at=now
+    )
+    if not done and not Assignment.objects.filter(pk=assignment_id, annotator=annotator).exists():
+        raise Assignment.DoesNotExist("Not a page of this annotator.")
+    return bool(done)
 
 
 def assignments_expire(*, now=None) -> int:

@@ -107,8 +107,7 @@ def assignment_submit_ratings(
     report_text_clean(comment, what="comment")  # refused before anything is written
 
     with transaction.atomic():
-        assignment = Assignment.objects.select_for_update().get(pk=assignment_id, annotator=annotator)
-        items = list(assignment.items.select_related("scenario"))
+        assignment, items = _assignment_locked_with_items(annotator=annotator, assignment_id=assignment_id)
         reported = set(
             ItemReport.objects.filter(
                 annotator=annotator, scenario_id__in=[i.scenario_id for i in items]
@@ -117,10 +116,12 @@ def assignment_submit_ratings(
         items = [i for i in items if i.scenario_id not in reported]
         checked = [r for r in checked if r.scenario_id not in reported]
         tokens = {r.scenario_id: judgment_token(page_token, f"initial-{r.scenario_id}") for r in checked}
-        existing = list(Judgment.objects.filter(annotator=annotator, client_token__in=tokens.values()))
-        if existing:
-            return existing  # the same page submitted twice: already stored
         if assignment.status not in (Assignment.Status.ACTIVE, Assignment.Status.EXPIRED):
+            # A page's judgments are stored with the status change, so only a page past
+            # rating can hold them: the same page submitted twice gets them back.
+            existing = list(Judgment.objects.filter(annotator=annotator, client_token__in=tokens.values()))
+            if existing:
+                return existing
             raise ValidationError("This page was already submitted.", code="already_submitted")
 
         item_ids = {i.scenario_id for i in items}
@@ -161,8 +162,9 @@ def assignment_submit_ratings(
         Judgment.objects.bulk_create(judgments)
 
         counted = sorted(s.pk for s in scenarios.values() if not s.is_canary)
-        list(Scenario.objects.select_for_update().filter(pk__in=counted).order_by("id"))  # id order: no deadlock
-        Scenario.objects.filter(pk__in=counted).update(judgment_count=F("judgment_count") + 1)
+        # One statement: the rows locked in id order (no deadlock), then counted up.
+        in_id_order = Scenario.objects.filter(pk__in=counted).order_by("id").select_for_update().values("pk")
+        Scenario.objects.filter(pk__in=in_id_order).update(judgment_count=F("judgment_count") + 1)
         if counted:
             Context.objects.filter(pk=assignment.context_id).update(judgment_count=F("judgment_count") + len(counted))
         assignment.status = Assignment.Status.SUBMITTED
@@ -173,7 +175,29 @@ def assignment_submit_ratings(
             modelloop_services.scoring_enqueue(
                 scenario_ids=missing, model_version_id=version.pk if version else None
             )
-    return list(Judgment.objects.filter(annotator=annotator, client_token__in=tokens.values()))
+    if any(j.pk is None for j in judgments):  # a backend that cannot return ids from a bulk insert
+        return list(Judgment.objects.filter(annotator=annotator, client_token__in=tokens.values()))
+    for judgment in judgments:
+        Judgment.reconfirmation.related.set_cached_value(judgment, None)  # new: nothing reconfirms it yet
+    return judgments
+
+
+def _assignment_locked_with_items(*, annotator: Annotator, assignment_id: int) -> tuple[Assignment, list[AssignmentItem]]:
+    """The annotator's assignment under SELECT FOR UPDATE, with its items and their
+    scenarios, in one query (the items joined to the locked assignment row; items never
+    change once a page is made). Raises Assignment.DoesNotExist for someone else's page."""
+    items = list(
+        AssignmentItem.objects.filter(assignment_id=assignment_id, assignment__annotator=annotator)
+        .select_related("assignment", "scenario")
+        .select_for_update(of=("assignment",))
+        .order_by("position", "id")
+    )
+    if not items:
+        return Assignment.objects.select_for_update().get(pk=assignment_id, annotator=annotator), []
+    assignment = items[0].assignment
+    for item in items:
+        item.assignment = assignment
+    return assignment, items
 
 
 @dataclass(frozen=True)

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.http import HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
-from django.urls import reverse
 from django.views.decorators.http import require_http_methods
 
 from .. import forms, selectors, services
 from ..forms import MISSING_MESSAGES, MODALITY_HELP, SCORE_LABELS
-from .common import annotator_required, assignment_or_404
+from ..models import Assignment, Judgment
+from .common import annotator_required
+from .rating import step_response
 
 
 def _check_form(
@@ -42,24 +44,25 @@ def _check_form(
     )
 
 
-def _grounding_checks(request, items, *, scope: int | None, heading_context=None, done_url: str) -> HttpResponse:
-    """Show the checks (GET) with the list of them signed into the form. On POST, answer
-    exactly the checks that form showed, with the model scores it showed (a score that
-    arrived since is checked on a later page): every answer validated first, then all
-    stored in one transaction, idempotent per page token."""
-    if request.method != "POST":
-        return _check_form(request, items, scope=scope, heading_context=heading_context)
+def _grounding_checks(
+    request, items: Callable[[], list], *, scope: int | None, heading_context=None, posted_items_for, done
+) -> HttpResponse:
+    """Answer exactly the checks the posted form showed, with the model scores it showed (a
+    score that arrived since is checked on a later page): every answer validated first,
+    then all stored in one transaction, idempotent per page token. ``items()``: the checks
+    to show again on an error; ``posted_items_for(shown)``: the checks the form carried;
+    ``done(posted_items, reconfirmed)``: the response once they are stored."""
     try:
         token = forms.page_token(request.POST)
         shown = forms.check_items_from_post(request.POST, annotator=request.annotator, assignment_id=scope)
     except ValidationError as exc:
         return _check_form(
-            request, items, scope=scope, status=400, page_error=exc.messages[0], heading_context=heading_context
+            request, items(), scope=scope, status=400, page_error=exc.messages[0], heading_context=heading_context
         )
-    posted_items = selectors.check_items_shown(annotator=request.annotator, shown=shown, assignment_id=scope)
+    posted_items = posted_items_for(shown)
     if len(posted_items) != len(shown):
         return _check_form(
-            request, items, scope=scope, status=400, page_error=forms.FORM_OUT_OF_DATE, heading_context=heading_context
+            request, items(), scope=scope, status=400, page_error=forms.FORM_OUT_OF_DATE, heading_context=heading_context
         )
     answers, errors = forms.check_answers_from_post(request.POST, posted_items)
     if errors:
@@ -67,20 +70,33 @@ def _grounding_checks(request, items, *, scope: int | None, heading_context=None
             request, posted_items, scope=scope, status=400, posted=request.POST, errors=errors,
             heading_context=heading_context,
         )
-    services.judgments_reconfirm(annotator=request.annotator, answers=answers, page_token=token)
-    return redirect(done_url)
+    reconfirmed = services.judgments_reconfirm(annotator=request.annotator, answers=answers, page_token=token)
+    return done(posted_items, reconfirmed)
 
 
 @annotator_required
 @require_http_methods(["GET", "POST"])
 def check(request: HttpRequest, assignment_id: int) -> HttpResponse:
-    assignment = assignment_or_404(request, assignment_id)
-    items = [i for i in selectors.assignment_review(assignment=assignment) if i.needs_check]
-    review_url = reverse("annotation:review", args=[assignment.pk])
-    if not items and request.method != "POST":
-        return redirect(review_url)
+    try:
+        assignment, review = selectors.assignment_review_for(annotator=request.annotator, assignment_id=assignment_id)
+    except Assignment.DoesNotExist:
+        raise Http404("No such page of yours.") from None
+    needed = [i for i in review if i.needs_check]
+    if request.method != "POST":
+        if not needed:
+            return redirect("annotation:review", assignment_id=assignment.pk)
+        return _check_form(request, needed, scope=assignment.pk, heading_context=assignment.context)
+
+    def answered(posted_items, reconfirmed):
+        # Straight to the step after the checks (what the review page would redirect to),
+        # decided on the review at hand with the answers just stored.
+        for item, judgment in zip(posted_items, reconfirmed, strict=True):
+            Judgment.reconfirmation.related.set_cached_value(item.judgment, judgment)
+        return step_response(request, assignment, judgments=[i.judgment for i in review], via_review=True)
+
     return _grounding_checks(
-        request, items, scope=assignment.pk, heading_context=assignment.context, done_url=review_url
+        request, lambda: needed, scope=assignment.pk, heading_context=assignment.context,
+        posted_items_for=lambda shown: selectors.check_items_among(review, shown), done=answered,
     )
 
 
@@ -88,7 +104,13 @@ def check(request: HttpRequest, assignment_id: int) -> HttpResponse:
 @require_http_methods(["GET", "POST"])
 def late_checks(request: HttpRequest) -> HttpResponse:
     """Checks whose model score arrived after the annotator had moved on."""
-    items = selectors.late_checks_for(annotator=request.annotator)
-    if not items and request.method != "POST":
-        return redirect("annotation:next")
-    return _grounding_checks(request, items, scope=None, done_url=reverse("annotation:next"))
+    if request.method != "POST":
+        items = selectors.late_checks_for(annotator=request.annotator)
+        if not items:
+            return redirect("annotation:next")
+        return _check_form(request, items, scope=None)
+    return _grounding_checks(
+        request, lambda: selectors.late_checks_for(annotator=request.annotator), scope=None,
+        posted_items_for=lambda shown: selectors.check_items_shown(annotator=request.annotator, shown=shown),
+        done=lambda posted_items, reconfirmed: redirect("annotation:next"),
+    )

@@ -12,7 +12,7 @@ from django.views.decorators.http import require_http_methods
 from morale import client_ip
 from morale.roles import is_researcher
 
-from .. import crowd, forms, selectors, services
+from .. import auth, crowd, forms, selectors, services
 from .common import annotator_required
 
 
@@ -90,7 +90,7 @@ def crowd_entry(request: HttpRequest) -> HttpResponse:
     if request.user.is_authenticated and request.user.pk != annotator.user_id:
         logout(request)  # confirmed over POST: a shared browser never continues someone else's session
     if not request.user.is_authenticated:
-        login(request, annotator.user, backend="django.contrib.auth.backends.ModelBackend")
+        login(request, annotator.user, backend=auth.PATH)
     return redirect("annotation:start")
 
 
@@ -130,6 +130,6 @@ def signup(request: HttpRequest) -> HttpResponse:
         annotator = services.annotator_create(
             username=form.cleaned_data["username"], password=form.cleaned_data["password1"]
         )
-        login(request, annotator.user, backend="django.contrib.auth.backends.ModelBackend")
+        login(request, annotator.user, backend=auth.PATH)
         return redirect("annotation:start")
     return render(request, "registration/signup.html", {"form": form}, status=400 if form.errors else 200)

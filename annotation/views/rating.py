@@ -21,13 +21,15 @@ from .common import annotator_required, assignment_or_404
 def next_page(request: HttpRequest) -> HttpResponse:
     """Where the annotator goes next: instructions or practice (a version not done yet),
     checks whose score came late, then their open page or a new one."""
-    onboarding = selectors.onboarding_next_step(annotator=request.annotator)
-    if onboarding is not None:
-        return redirect(f"annotation:{onboarding}")
-    if selectors.late_checks_for(annotator=request.annotator):
+    state = selectors.next_page_state(annotator=request.annotator)
+    if state.onboarding is not None:
+        return redirect(f"annotation:{state.onboarding}")
+    if state.may_have_late_checks and selectors.late_checks_for(annotator=request.annotator):
         return redirect("annotation:late_checks")
     try:
-        assignment = services.assignment_get_or_create(annotator=request.annotator)
+        assignment = services.assignment_get_or_create(
+            annotator=request.annotator, has_open_page=state.has_open_page
+        )
     except services.AnnotatorNotActive:
         return render(request, "annotation/not_active.html", {"annotator": request.annotator}, status=403)
     except services.StudyFull:
@@ -86,7 +88,7 @@ def rate(request: HttpRequest, assignment_id: int) -> HttpResponse:
     if errors:
         return _render_rating(request, assignment, posted=posted, errors=errors, status=400)
     try:
-        services.assignment_submit_ratings(
+        judgments = services.assignment_submit_ratings(
             annotator=request.annotator,
             assignment_id=assignment.pk,
             ratings=ratings,
@@ -100,14 +102,26 @@ def rate(request: HttpRequest, assignment_id: int) -> HttpResponse:
         return _render_rating(request, assignment, posted=posted, status=409, gone=True)
     except ValidationError as exc:
         return _render_rating(request, assignment, posted=posted, status=400, error=" ".join(exc.messages))
-    return redirect("annotation:review", assignment_id=assignment.pk)
+    # Straight to the step after rating (what the review page would redirect to), one
+    # round trip fewer; the page's fresh judgments are the review's input.
+    submitted = judgments[0].assignment if judgments else assignment
+    return step_response(request, submitted, judgments=judgments, via_review=True)
 
 
 @annotator_required
 def review(request: HttpRequest, assignment_id: int) -> HttpResponse:
     """Decide the step after rating; while model scores are missing, poll (meta refresh)."""
-    assignment = assignment_or_404(request, assignment_id)
-    step = selectors.assignment_next_step(assignment=assignment)
+    return step_response(request, assignment_or_404(request, assignment_id))
+
+
+def step_response(request, assignment, *, judgments=None, via_review=False) -> HttpResponse:
+    """The step after rating as a response: a redirect to the rating form, the checks or the
+    add-scenario prompt, the waiting page, or (done) the page completed and on to the next.
+
+    ``judgments``: the page's initial judgments when the caller has them (the submit just
+    stored them). ``via_review``: the caller is not the review page, so the waiting page
+    is reached by a redirect to it (its refresh polls that URL)."""
+    step = selectors.assignment_next_step(assignment=assignment, judgments=judgments)
     if step.name == "rate":
         return redirect("annotation:rate", assignment_id=assignment.pk)
     if step.name == "check":
@@ -115,6 +129,8 @@ def review(request: HttpRequest, assignment_id: int) -> HttpResponse:
     if step.name == "add":
         return redirect("annotation:add", assignment_id=assignment.pk)
     if step.name == "wait":
+        if via_review:
+            return redirect("annotation:review", assignment_id=assignment.pk)
         return render(
             request,
             "annotation/waiting.html",

@@ -176,7 +176,9 @@ class SimAnnotator:
         if self._deadline_passed():
             raise Stop()
         self.submits += 1
-        review_url = url + "review/"
+        # A stored page is answered with a redirect to the step after rating: the check,
+        # the add-scenario prompt, the waiting (review) page, or the next page when done.
+        acknowledged = {url + "review/", url + "check/", url + "add/", "/annotate/"}
         if self.double:
             # a double click: the same form posted twice at once
             results = [None, None]
@@ -191,14 +193,13 @@ class SimAnnotator:
             th.start()
             results[0] = self.req("submit", "POST", url, data, expect=(302,), check_deadline=False)  # paired with its twin
             th.join()
-            ok = any(x is not None and x.status_code == 302 and self.location(x) == review_url for x in results)
-            r = results[0]
+            answered = [x for x in results if x is not None and x.status_code == 302 and self.location(x) in acknowledged]
+            r = answered[0] if answered else results[0]
         else:
             r = self.req("submit", "POST", url, data, expect=(302,))
-            ok = r.status_code == 302 and self.location(r) == review_url
-        if ok:
+        if r is not None and r.status_code == 302 and self.location(r) in acknowledged:
             self.pages.append((self.username, token, sids))
-            return review_url
+            return self.location(r)
         return "/annotate/"
 
     def think(self, first: bool = False):

@@ -22,6 +22,9 @@ from bench.loadtest.pages import fill_check_form, fill_rating_form
 from bench.loadtest.report import percentile
 
 
+TRANSACTION_CONTROL = ("BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE")
+
+
 def sub_profile(argv: list[str]) -> None:
     """One annotator walks the flow in-process (Django test client, full middleware stack).
 
@@ -121,21 +124,24 @@ def sub_profile(argv: list[str]) -> None:
             print(f"profile: submit answered HTTP {r.status_code}", file=sys.stderr)
             url = "/annotate/"
             continue
-        nxt = r["Location"]
+        nxt = r["Location"]  # the step after rating, straight from the submit
         for _ in range(30):
-            r = call("review (redirect)", "GET", nxt)
-            if r.status_code != 302:
-                time.sleep(2)
+            if nxt.endswith("/review/"):
+                r = call("review (redirect)", "GET", nxt)
+                if r.status_code != 302:
+                    time.sleep(2)
+                    continue
+                nxt = r["Location"]
                 continue
-            loc = r["Location"]
-            if loc.endswith("/check/"):
-                html = call("check page", "GET", loc).content.decode()
+            if nxt.endswith("/check/"):
+                html = call("check page", "GET", nxt).content.decode()
                 d, _ = fill_check_form(html, rng)
-                call("check submit", "POST", loc, d)
+                r = call("check submit", "POST", nxt, d)
+                nxt = r["Location"] if r.status_code == 302 else "/annotate/"
                 continue
-            if loc.endswith("/add/"):
-                call("add page", "GET", loc)
-                call("add submit (skip)", "POST", loc, {"action": "skip"})
+            if nxt.endswith("/add/"):
+                call("add page", "GET", nxt)
+                call("add submit (skip)", "POST", nxt, {"action": "skip"})
             break
         url = "/annotate/"
 
@@ -172,13 +178,17 @@ def sub_profile(argv: list[str]) -> None:
                 "n": 0, "plain_n": len(pl),
                 "plain_wall_ms": percentile(sorted(x[0] for x in pl), 50),
                 "plain_cpu_ms": percentile(sorted(x[1] for x in pl), 50),
-                "queries_median": "?", "queries_max": "?", "sql_ms_median": float("nan"),
+                "queries_median": "?", "queries_max": "?", "statements_median": None, "statements_max": None,
+                "sql_ms_median": float("nan"),
                 "queries": [], "app_cumulative": [], "tottime": [],
             }
             continue
         n = len(rows)
         ms = sorted(r[0] for r in rows)
         nq = sorted(len(r[1]) for r in rows)
+        # SQL statements that read or write rows (BEGIN/COMMIT/SAVEPOINT left out: SQLite
+        # sends its BEGIN IMMEDIATE through the cursor, PostgreSQL's BEGIN never shows here).
+        nsql = sorted(sum(1 for q in r[1] if not q[1].lstrip().upper().startswith(TRANSACTION_CONTROL)) for r in rows)
         sql_ms = sorted(sum(q[0] for q in r[1]) for r in rows)
         agg = defaultdict(lambda: [0, 0.0])
         for r in rows:
@@ -206,6 +216,8 @@ def sub_profile(argv: list[str]) -> None:
             "ms_median": percentile(ms, 50),
             "queries_median": nq[n // 2],
             "queries_max": nq[-1],
+            "statements_median": nsql[n // 2],
+            "statements_max": nsql[-1],
             "sql_ms_median": percentile(sql_ms, 50),
             "queries": queries,
             "app_cumulative": [

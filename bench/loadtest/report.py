@@ -16,6 +16,9 @@ from bench.loadtest.procstat import CLK_TCK
 
 TARGET_P95_MS = 100.0
 TARGET_JUDGMENTS_PER_S = 150.0
+TARGET_CPU_MS_PER_JUDGMENT = 15.0  # issue 16: gunicorn + PostgreSQL, C=50
+TARGET_QUERIES_PER_PAGE = 30  # issue 16: a 4-judgment page with its check and its next page
+PAGE_STEPS = ("next (redirect)", "rating page", "submit", "check page", "check submit")
 
 STEP_ORDER = [
     "login page", "login", "next (redirect)", "rating page", "submit", "submit (double click)",
@@ -103,6 +106,25 @@ class LoadRun:
         }
 
 
+def query_figures(run: LoadRun, f: dict) -> dict | None:
+    """Queries per request and per stored judgment: the in-process walk's SQL statements
+    per step (exact, the same views) weighted by how often the load sent each step."""
+    if not run.profile:
+        return None
+    per_step = {s: p["statements_median"] for s, p in run.profile.items() if p.get("statements_median") is not None}
+    sent = {s: len(v) for s, v in run.clients["lat"].items() if s in per_step}
+    requests = sum(sent.values())
+    queries = sum(per_step[s] * n for s, n in sent.items())
+    page = sum(per_step.get(s, 0) for s in PAGE_STEPS) if all(s in per_step for s in PAGE_STEPS) else None
+    return {
+        "per_step": per_step,
+        "per_request": queries / max(requests, 1),
+        "per_judgment": queries / max(f["stored"], 1),
+        "per_page_with_check": page,
+        "requests_counted": requests,
+    }
+
+
 def report(run: LoadRun) -> int:
     """Print the report of one run and save its JSON copy; return the exit status: 0 when
     the database checks pass, 1 when one fails."""
@@ -112,7 +134,7 @@ def report(run: LoadRun) -> int:
     print_window(run, f)
     print_targets(run, f)
     exit_code = print_integrity(run.check)
-    if run.profile:
+    if run.profile and run.args.profile:
         print_profile(run.profile, run.args.profile)
     print()
     save(run, f, note=f"; exit {exit_code}")
@@ -187,6 +209,13 @@ def print_window(run: LoadRun, f: dict) -> None:
           + f" -> {total_server_ms / max(stored, 1):.1f} CPU ms per stored judgment"
           + (f" (gunicorn {srv_ms / max(stored, 1):.1f} + PostgreSQL {(pg_ms + pgbg_ms) / max(stored, 1):.1f})" if args.db == "postgres" else "")
           + f", {total_server_ms / max(requests_total, 1):.1f} CPU ms per request")
+    q = query_figures(run, f)
+    if q is not None:
+        print(f"queries (SQL statements per step from the in-process walk after the load, weighted by the steps this "
+              f"load sent): {q['per_request']:.1f} per request, {q['per_judgment']:.1f} per stored judgment"
+              + (f", {q['per_page_with_check']} per 4-judgment page with its check and next page"
+                 if q["per_page_with_check"] is not None else "")
+              + "; per step: " + ", ".join(f"{s} {n}" for s, n in q["per_step"].items()))
     print(f"client CPU: {client_cpu_ms / 1000:.1f}s = {client_cpu_ms / elapsed / 10:.0f}% of one core "
           f"({client_cpu_ms / max(requests_total, 1):.2f} ms per request)")
     print(f"machine: busy {busy:.0f}% of {cores} cores during the window; processes outside this bench "
@@ -214,6 +243,14 @@ def print_targets(run: LoadRun, f: dict) -> None:
     print(f"  {verdict(sp95 < TARGET_P95_MS)}  submit p95 {sp95:.1f} ms        (target < {TARGET_P95_MS:.0f} ms)")
     print(f"  {verdict(jps >= TARGET_JUDGMENTS_PER_S)}  {jps:.1f} stored judgments/s (target >= {TARGET_JUDGMENTS_PER_S:.0f}"
           f"{' on PostgreSQL' if args.db == 'postgres' else ' on PostgreSQL; informational here'})")
+    cpu = f["total_server_ms"] / max(f["stored"], 1)
+    print(f"  {verdict(cpu <= TARGET_CPU_MS_PER_JUDGMENT)}  {cpu:.1f} server CPU ms per stored judgment (target <= "
+          f"{TARGET_CPU_MS_PER_JUDGMENT:.0f} ms, gunicorn + PostgreSQL"
+          f"{'' if args.db == 'postgres' else ' on PostgreSQL; gunicorn alone here'})")
+    q = query_figures(run, f)
+    if q is not None and q["per_page_with_check"] is not None:
+        print(f"  {verdict(q['per_page_with_check'] <= TARGET_QUERIES_PER_PAGE)}  {q['per_page_with_check']} queries per "
+              f"4-judgment page with its check and next page (target <= {TARGET_QUERIES_PER_PAGE})")
     print()
 
 
@@ -279,7 +316,7 @@ def save(run: LoadRun, f: dict, note: str = ""):
             "elapsed_s": run.elapsed, "judgments_per_s": f["jps"], "server_cpu_ms": run.server_cpu,
             "client_cpu_ms": run.clients["client_cpu_ms"], "machine_busy_pct": f["busy"], "others_pct": f["others_pct"],
             "cpu_ms_per_judgment_server_and_client": f["per_judgment_all"], "errors": run.clients["errors"],
-            "profile": run.profile,
+            "profile": run.profile, "queries": query_figures(run, f),
             "latency_ms": {k: {q: percentile(sorted(v), q) for q in (50, 95, 99)} | {"n": len(v)} for k, v in lat.items()},
             "server_latency_ms": {k: {q: percentile(sorted(v), q) for q in (50, 95, 99)} | {"n": len(v)} for k, v in srv_lat.items()},
         },

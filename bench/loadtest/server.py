@@ -21,12 +21,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_gunicorn(*, env, port, workers, threads, worker_class, access_log: Path, server_log: Path):
+def start_gunicorn(*, env, port, workers, threads, worker_class, access_log: Path, server_log: Path, keep_alive: int = 5):
     args = [
         PY, "-m", "gunicorn", "morale.wsgi",
         "--bind", f"127.0.0.1:{port}",
         "--workers", str(workers),
         "--threads", str(threads),
+        "--keep-alive", str(keep_alive),  # used by threaded (gthread) workers; sync workers close each connection
         "--backlog", "2048",
         "--timeout", "120",
         "--access-logfile", str(access_log),

@@ -15,7 +15,7 @@ from django.db import connection
 
 from annotation.models import Context, Scenario
 
-from ..models import FeatureCacheEntry, content_key
+from ..models import FeatureCacheEntry, ImageFeatureCacheEntry, content_key
 from ..scoring import FeatureScorer, ScoringInput
 from ..scoring.batching import OUT_OF_MEMORY, halve_on_oom
 from ..selectors import scoring_pairs
@@ -119,6 +119,67 @@ def _cache_store(backbone_ref: str, rows: Sequence[tuple[int, str, torch.Tensor]
         )
 
 
+class ImageFeatureCache:
+    """The image feature cache of one ``features_for`` call (``scoring.features.ImageFeatureStore``):
+    entries per (image backbone, image sha256) in ``ImageFeatureCacheEntry``, read in bulk
+    per batch, written as each batch finishes, and kept in memory for the rest of the call
+    (so an image whose scenarios span two batches is encoded once)."""
+
+    def __init__(self, backbone_ref: str, dim: int, sha_of_path: dict[str, str]) -> None:
+        self.backbone_ref, self.dim, self.sha_of_path = backbone_ref, dim, sha_of_path
+        self.memory: dict[str, torch.Tensor] = {}
+
+    def key_of(self, image_path: str) -> str | None:
+        return self.sha_of_path.get(image_path) or None
+
+    def get(self, keys: Sequence[str]) -> dict[str, torch.Tensor]:
+        import numpy as np
+        import torch
+
+        found = {key: self.memory[key] for key in keys if key in self.memory}
+        wanted = [key for key in dict.fromkeys(keys) if key not in found]
+        nbytes = 4 * self.dim
+        for start in range(0, len(wanted), _IDS_PER_QUERY):
+            rows = ImageFeatureCacheEntry.objects.filter(
+                backbone_ref=self.backbone_ref, dim=self.dim, image_sha256__in=wanted[start : start + _IDS_PER_QUERY]
+            ).values_list("image_sha256", "vector")
+            for key, vector in rows:
+                if len(vector) == nbytes:
+                    found[key] = torch.from_numpy(np.frombuffer(bytes(vector), dtype="<f4").astype(np.float32))
+        self.memory.update(found)
+        return found
+
+    def put(self, vectors: dict[str, torch.Tensor]) -> None:
+        self.memory.update(vectors)
+        entries = [
+            ImageFeatureCacheEntry(
+                backbone_ref=self.backbone_ref,
+                image_sha256=key,
+                dim=vector.numel(),
+                vector=vector.detach().float().cpu().numpy().astype("<f4").tobytes(),
+            )
+            for key, vector in vectors.items()
+        ]
+        if entries:
+            ImageFeatureCacheEntry.objects.bulk_create(
+                entries,
+                update_conflicts=True,
+                unique_fields=["backbone_ref", "image_sha256"],
+                update_fields=["dim", "vector", "computed_at"],
+            )
+
+
+def _image_sha256_of(scenario_ids: Sequence[int]) -> dict[int, str]:
+    rows: dict[int, str] = {}
+    for start in range(0, len(scenario_ids), _IDS_PER_QUERY):
+        rows.update(
+            Scenario.objects.filter(pk__in=scenario_ids[start : start + _IDS_PER_QUERY]).values_list(
+                "pk", "context__image_sha256"
+            )
+        )
+    return rows
+
+
 def features_for(
     scorer: FeatureScorer, scenario_ids: Sequence[int], on_batch: Callable[[], None] | None = None
 ) -> tuple[torch.Tensor, list[str]]:
@@ -133,8 +194,15 @@ def features_for(
     pairs are not cached: a fixed image is tried again. An id whose scenario no longer
     exists gets the error ``SCENARIO_NOT_FOUND``. ``on_batch``, if given, is called after each
     computed batch (a training run's heartbeat).
+
+    Each distinct image is encoded once: the pairs to compute are grouped by image (sha256)
+    before they are cut into batches, and the image features are cached per (image
+    backbone, image sha256) in ``ImageFeatureCacheEntry`` (``ImageFeatureCache``), so a
+    new scenario of a known image, or a changed text, never runs the image encoder again.
     """
     import torch
+
+    from ..scoring.features import IMAGE_BACKBONE_REF, IMAGE_DIM, image_features_from
 
     ids = list(scenario_ids)
     row_of = {scenario_id: row for row, scenario_id in enumerate(ids)}
@@ -149,9 +217,17 @@ def features_for(
 
     hit = set(found)
     pairs = scoring_pairs(scenario_ids=[scenario_id for scenario_id in ids if scenario_id not in hit])
+    sha_of = _image_sha256_of([item.scenario_id for item, _ in pairs])
+    pairs.sort(key=lambda pair: (sha_of.get(pair[0].scenario_id, ""), pair[0].scenario_id))  # one image, one batch
+    images = ImageFeatureCache(
+        IMAGE_BACKBONE_REF,
+        IMAGE_DIM,
+        {item.image_path: sha_of[item.scenario_id] for item, _ in pairs if sha_of.get(item.scenario_id)},
+    )
 
     def run(batch: list[tuple[ScoringInput, str]]) -> list[tuple[torch.Tensor | None, str]]:
-        values, batch_errors = scorer.features([item for item, _ in batch])
+        with image_features_from(images):
+            values, batch_errors = scorer.features([item for item, _ in batch])
         return list(zip(values, batch_errors))
 
     for start in range(0, len(pairs), settings.MORALE_SCORER_BATCH_SIZE):

@@ -112,7 +112,8 @@ AUTH_PASSWORD_VALIDATORS = [
 # django-axes first: it refuses a locked-out log-in before the password is even checked.
 AUTHENTICATION_BACKENDS = [
     "axes.backends.AxesStandaloneBackend",
-    "django.contrib.auth.backends.ModelBackend",
+    # Django's ModelBackend, reading the annotator with the user (annotation/auth.py).
+    "annotation.auth.UserWithAnnotatorBackend",
 ]
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "annotation:start"
@@ -457,3 +458,13 @@ MORALE_JOB_HEARTBEAT_SECONDS = env.int("MORALE_JOB_HEARTBEAT_SECONDS", default=3
 MORALE_JOB_MAX_ATTEMPTS = env.int("MORALE_JOB_MAX_ATTEMPTS", default=3)
 # A queued job whose message could not be sent (broker down) is sent again after this long.
 MORALE_JOB_RESEND_SECONDS = env.int("MORALE_JOB_RESEND_SECONDS", default=60)
+
+# --- sessions on the annotator's hot path (issue 16) ---------------------------------------
+# Signed cookies: the session costs no query and no write per request, survives restarts
+# and is shared by every gunicorn worker (it lives in the browser, signed with SECRET_KEY:
+# rotating the key signs everyone out). It holds only the user id, the backend, the
+# password hash's HMAC (a password change still ends other sessions) and flash messages;
+# django-axes keeps its attempts in its own tables, not in the session. The price: logging out clears the
+# browser's cookie but cannot revoke a copy of it before SESSION_COOKIE_AGE. Set
+# MORALE_SESSION_ENGINE=django.contrib.sessions.backends.db for server-side sessions.
+SESSION_ENGINE = env.str("MORALE_SESSION_ENGINE", default="django.contrib.sessions.backends.signed_cookies")

@@ -86,7 +86,7 @@ def test_the_check_page_measures_from_when_it_was_shown(logged_in, annotator):
         predict(s, 1.0)  # both disagree with a 5
     predict(scenarios[2], 5.0)
     rate_url, html = open_rating_page(logged_in)
-    check_url = logged_in.get(logged_in.post(rate_url, rating_form(html, score=5)).url).url
+    check_url = logged_in.post(rate_url, rating_form(html, score=5)).url
     assert check_url.endswith("/check/")
     check_html = logged_in.get(check_url).content.decode()
     items = AssignmentItem.objects.filter(check_shown_at__isnull=False)

@@ -100,9 +100,9 @@ def test_full_flow_disagreement_goes_to_grounding_check(client_for, annotator):
     client = client_for(annotator)
     rate_url = open_page(client)
     _, data = form_for(client.get(rate_url).content.decode(), score=4, modality="both")
-    response = client.post(rate_url, data)
-    review = client.get(response.url)
+    review = client.post(rate_url, data)  # straight to the step after rating
     assert review.url.endswith("/check/")
+    assert client.get(review.url.replace("/check/", "/review/")).url == review.url  # as the review page says
     check = client.get(review.url).content.decode()
     assert "Was your judgment primarily influenced by the visual content, the text, or both?" in check
     assert scenarios[0].text in check and scenarios[1].text not in check
@@ -117,8 +117,7 @@ def test_full_flow_disagreement_goes_to_grounding_check(client_for, annotator):
     reconfirmed = Judgment.objects.get(revises=initial)
     assert reconfirmed.score == 2 and reconfirmed.modality == "image" and reconfirmed.phase == "reconfirmed"
     # all_agree policy: a page with a disagreement gets no add-scenario prompt
-    after = client.get(done.url)
-    assert after.url == reverse("annotation:next")
+    assert done.url == reverse("annotation:next")
     assert Assignment.objects.get(annotator=annotator).status == "completed"
 
 
@@ -129,7 +128,7 @@ def test_full_flow_all_agree_offers_add_scenario(client_for, annotator):
     client = client_for(annotator)
     rate_url = open_page(client)
     _, data = form_for(client.get(rate_url).content.decode(), score=3)
-    review = client.get(client.post(rate_url, data).url)
+    review = client.post(rate_url, data)
     assert review.url.endswith("/add/")
     add_page = client.get(review.url).content.decode()
     assert "Write another action that could happen in this image." in add_page
@@ -145,7 +144,7 @@ def test_add_scenario_can_be_skipped(client_for, annotator):
     client = client_for(annotator)
     rate_url = open_page(client)
     _, data = form_for(client.get(rate_url).content.decode(), score=3)
-    add_url = client.get(client.post(rate_url, data).url).url
+    add_url = client.post(rate_url, data).url  # the submit redirects straight to the next step
     before = Scenario.objects.count()
     client.post(add_url, {"action": "skip"})
     assert Scenario.objects.count() == before
@@ -161,11 +160,11 @@ def test_any_agree_policy_offers_add_after_checks(client_for, annotator, setting
     client = client_for(annotator)
     rate_url = open_page(client)
     _, data = form_for(client.get(rate_url).content.decode(), score=3)
-    check_url = client.get(client.post(rate_url, data).url).url
+    check_url = client.post(rate_url, data).url  # the submit redirects straight to the next step
     initial = Judgment.objects.get(scenario=scenarios[0], annotator=annotator)
     _, fields = check_page(client, check_url)
     done = client.post(check_url, {**fields, f"modality-{initial.pk}": "text", f"decision-{initial.pk}": "keep"})
-    assert client.get(done.url).url.endswith("/add/")
+    assert done.url.endswith("/add/")
     assert Judgment.objects.get(revises=initial).score == 3
 
 
@@ -187,7 +186,7 @@ def test_late_score_is_offered_as_a_check_later_in_the_session(client_for, annot
     client = client_for(annotator)
     rate_url = open_page(client)
     _, data = form_for(client.get(rate_url).content.decode(), score=5)
-    review = client.get(client.post(rate_url, data).url)
+    review = client.post(rate_url, data)
     assert review.url == reverse("annotation:next")  # no add prompt: nothing agreed yet
     scenarios = [j.scenario for j in Judgment.objects.filter(annotator=annotator)]
     for s in scenarios:
@@ -303,7 +302,7 @@ def test_bad_new_scenario_text_is_refused_on_the_add_page(client_for, annotator,
     client = client_for(annotator)
     rate_url = open_page(client)
     _, data = form_for(client.get(rate_url).content.decode())
-    add_url = client.get(client.post(rate_url, data).url).url
+    add_url = client.post(rate_url, data).url  # the submit redirects straight to the next step
     before = Scenario.objects.count()
     response = client.post(add_url, {"action": "add", "text": text})
     assert response.status_code == 400 and message in response.content.decode()
@@ -330,7 +329,7 @@ def _check_url_with_one_disagreement(client, annotator, score=5):
         predict(s, float(score))
     rate_url = open_page(client)
     _, data = form_for(client.get(rate_url).content.decode(), score=score)
-    check_url = client.get(client.post(rate_url, data).url).url
+    check_url = client.post(rate_url, data).url  # the submit redirects straight to the next step
     return check_url, Judgment.objects.get(scenario=scenarios[0], annotator=annotator)
 
 
@@ -364,10 +363,11 @@ def test_only_context_images_are_served_from_media(client, settings, annotator):
 
 # --- the grounding-check page: what it showed, one transaction -----------------------------
 def _rate_page(client, *, score=5, modality="text"):
-    """Open a page and send it with every scenario rated ``score`` / ``modality``."""
+    """Open a page and send it with every scenario rated ``score`` / ``modality``: the
+    submit's redirect, to the step after rating."""
     rate_url = open_page(client)
     _, data = form_for(client.get(rate_url).content.decode(), score=score, modality=modality)
-    return client.get(client.post(rate_url, data).url)
+    return client.post(rate_url, data)
 
 
 def test_check_page_prefills_the_first_modality_advertises_its_keys_and_shows_progress(client_for, annotator):
@@ -394,7 +394,8 @@ def test_a_score_that_arrives_between_showing_and_sending_the_check_is_checked_o
     done = client.post(check_url, {**fields, f"modality-{first.pk}": "text", f"decision-{first.pk}": "keep"})
     assert done.status_code == 302  # not "Some answers are missing": the form answered what it showed
     assert Judgment.objects.get(revises=first).score == 5
-    again = client.get(client.get(done.url).url).content.decode()  # review -> the new check
+    assert done.url == check_url  # straight to the new check
+    again = client.get(done.url).content.decode()
     assert scenarios[2].text in again and scenarios[0].text not in again
 
 
@@ -541,7 +542,7 @@ def test_progress_is_shown_on_the_rating_waiting_check_and_add_pages(client_for,
     rate_url = open_page(client)
     assert "Done: 0 of 10 pages (0%)" in client.get(rate_url).content.decode()
     _, data = form_for(client.get(rate_url).content.decode(), score=3)
-    add_url = client.get(client.post(rate_url, data).url).url
+    add_url = client.post(rate_url, data).url  # the submit redirects straight to the next step
     assert add_url.endswith("/add/") and "Done: 0 of 10 pages" in client.get(add_url).content.decode()
     client.post(add_url, {"action": "skip"})
     rate_url = open_page(client)

@@ -25,7 +25,8 @@ class HashingSink:
         self.closed = False
 
     def write(self, data) -> int:
-        data = bytes(data)
+        if not isinstance(data, bytes):
+            data = bytes(data)
         self.sha256.update(data)
         self.size += len(data)
         self.raw.write(data)
@@ -51,17 +52,35 @@ class HashingSink:
 
 
 class JsonlWriter:
-    """One line per record, compact, UTF-8 as it is (the byte layout the tests compare)."""
+    """One line per record, compact, UTF-8 as it is (the byte layout the tests compare).
+
+    One encoder for every line (``json.dumps`` with options builds a new one per call), and
+    the lines go to the sink in blocks of about ``BLOCK_BYTES`` (one hash update and one
+    file write per block, not per line): memory stays at one block whatever the size."""
+
+    BLOCK_BYTES = 1 << 20
 
     def __init__(self, sink, options):
         self.sink = sink
+        self.encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
+        self.lines: list[str] = []
+        self.pending = 0
 
     def write(self, record: dict) -> None:
-        line = json.dumps(record, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-        self.sink.write(line.encode("utf-8") + b"\n")
+        line = self.encode(record)
+        self.lines.append(line)
+        self.pending += len(line)
+        if self.pending >= self.BLOCK_BYTES:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self.lines:
+            self.lines.append("")  # the last line's newline
+            self.sink.write("\n".join(self.lines).encode("utf-8"))
+            self.lines, self.pending = [], 0
 
     def close(self) -> None:
-        pass
+        self._flush()
 
 
 def csv_cell(value) -> str:
