@@ -286,6 +286,9 @@ MORALE_EXPORT_STALE_MINUTES = env.int("MORALE_EXPORT_STALE_MINUTES", default=10)
 MORALE_GATE_NDCG_TOLERANCE = env.float("MORALE_GATE_NDCG_TOLERANCE", default=0.0)
 # ... and its Unsafe Rate at most the current version's plus this one.
 MORALE_GATE_UNSAFE_TOLERANCE = env.float("MORALE_GATE_UNSAFE_TOLERANCE", default=0.0)
+# ... and its MAE against the human mean (the 1-5 score annotators see) at most the current
+# version's plus this one: worse absolute scores are refused whatever the ranking (issue 11).
+MORALE_GATE_MAE_TOLERANCE = env.float("MORALE_GATE_MAE_TOLERANCE", default=0.0)
 # A queued or running training run with no sign of life for this long is marked failed
 # (its worker died) and stops blocking new runs.
 MORALE_TRAINING_STALE_MINUTES = env.int("MORALE_TRAINING_STALE_MINUTES", default=120)
