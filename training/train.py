@@ -192,6 +192,8 @@ class CachedFeatures:
 
     def load(self) -> tuple[int, torch.device]:
         self.index = self.lists["train"].padded_index()
+        self.bounds = self.lists["train"].offsets.tolist()
+        self.one = torch.ones(1, int(self.index.shape[1]) if self.index.numel() else 0, dtype=torch.bool)
         return self.lists["train"].features.shape[1], torch.device("cpu")
 
     def trainable(self) -> list[nn.Parameter]:
@@ -201,6 +203,12 @@ class CachedFeatures:
         pass
 
     def encode(self, rows: torch.Tensor) -> Batch:
+        if len(rows) == 1:
+            # The paper's setting (one list per step, ~46,000 steps on MM-SCALE): views of the
+            # list's rows, no padding, no gather; the same values as ``batch``.
+            train, row = self.lists["train"], int(rows[0])
+            a, b = self.bounds[row], self.bounds[row + 1]
+            return train.features[None, a:b], train.targets[None, a:b], train.modality[None, a:b], self.one[:, : b - a]
         return self.lists["train"].batch(rows, self.index)
 
     def eval_features(self, split: str) -> ListData:

@@ -126,3 +126,15 @@ def test_the_loop_stops_at_the_first_non_finite_step_loss():
     with pytest.raises(TrainingDataError, match=r"diverged at epoch 1, step 3 \(loss nan\)"):
         fit(TrainConfig(epochs=2), encoder)
     assert encoder.steps == 3
+
+
+def test_one_list_per_step_encodes_exactly_as_the_padded_batch():
+    data = small(30)
+    encoder = CachedFeatures(data, data)
+    encoder.load()
+    for row in (0, 7, 29):
+        fast = encoder.encode(torch.tensor([row]))
+        feats, targets, modality, mask = data.batch(torch.tensor([row]))
+        n = int(mask.sum())
+        assert torch.equal(fast[0], feats[:, :n]) and torch.equal(fast[1], targets[:, :n])
+        assert torch.equal(fast[2], modality[:, :n]) and bool(fast[3].all()) and fast[3].shape == (1, n)
