@@ -71,6 +71,7 @@ def main() -> None:
     parser.add_argument("--folds", type=int, default=5, help="folds of the comparison tables")
     parser.add_argument("--seeds", default="0", help="seeds of the comparison tables, e.g. 0,1")
     parser.add_argument("--timing-seeds", default="0,1", help="seeds of the paper-setting timing")
+    parser.add_argument("--data", default="known,offsets", help="data sets of the sweep and tables: known,offsets")
     parser.add_argument("--table-lists", type=int, default=1500, help="lists of the sweep and the tables")
     args = parser.parse_args()
     if args.mode == "lora":
@@ -154,7 +155,15 @@ def _data_sets(args) -> dict[str, ListData]:
     known = synthetic_lists(args.table_lists, dim=TABLE_DIM, noise=args.noise, seed=0)
     offset = offset_lists(args.table_lists, text_dim=TABLE_DIM // 2, image_dim=TABLE_DIM // 2, offset_scale=3.0,
                           noise=args.noise, seed=0)
-    return {"known generator (synthetic_lists)": known, "lists differing by offsets (offset_lists)": offset}
+    for data in (known, offset):  # each list its own context: the prediction rows name their list
+        data.context_ids = list(range(data.n_lists))
+    sets = {"known": ("known generator (synthetic_lists)", known),
+            "offsets": ("lists differing by offsets (offset_lists)", offset)}
+    wanted = [part.strip() for part in args.data.split(",")]
+    unknown = [w for w in wanted if w not in sets]
+    if unknown:
+        raise SystemExit(f"--data takes known and/or offsets, not {unknown}")
+    return dict(sets[w] for w in wanted)
 
 
 def bench_mse_sweep(args) -> None:
