@@ -1,6 +1,6 @@
 from django.contrib import admin, messages
 from django.utils import timezone
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 
 from . import services
 from .models import ModelVersion, Prediction
@@ -9,9 +9,11 @@ from .models import ModelVersion, Prediction
 @admin.register(ModelVersion)
 class ModelVersionAdmin(admin.ModelAdmin):
     list_display = ["name", "scorer", "is_current", "load_status", "backbone_ref", "created_at", "promoted_at", "description"]
-    readonly_fields = ["is_current", "promoted_at", "created_at", "load_status", "load_checked_at", "backbone_ref"]
+    readonly_fields = ["is_current", "promoted_at", "created_at", "load_status", "load_checked_at", "backbone_ref",
+                       "test_figures"]
     fieldsets = [
         (None, {"fields": ["name", "scorer", "description", "is_current", "promoted_at", "created_at"]}),
+        ("Test figures (what annotators see)", {"fields": ["test_figures"]}),
         ("Worker load check", {"fields": ["load_status", "load_checked_at"]}),
         ("Model", {"fields": ["config", "backbone_ref", "head_weights", "lora_adapter", "calibration", "metrics"]}),
     ]
@@ -23,6 +25,35 @@ class ModelVersionAdmin(admin.ModelAdmin):
         if obj.load_error:
             return format_html('<strong style="color:#ba2121">load failed:</strong> {}', obj.load_error)
         return "loaded" if obj.load_checked_at else "not loaded by a worker yet"
+
+    FIGURES = [("ndcg@5", "NDCG@5"), ("unsafe_rate_pooled", "Unsafe Rate"), ("mae", "MAE vs human mean"),
+               ("ece", "ECE"), ("grounding_share", "share of judgments sent to a grounding check"),
+               ("n_lists", "test lists")]
+
+    @admin.display(description="test figures")
+    def test_figures(self, obj: ModelVersion) -> str:
+        """The stored test metrics (training.services writes them): the candidate and the
+        version it was compared with at the gate, and the raw head before calibration."""
+        stored = obj.metrics or {}
+        gate = stored.get("gate") or {}
+        columns = [("on its test split", stored.get("test")), ("before calibration", stored.get("test_before_calibration")),
+                   ("at the gate", gate.get("candidate")), ("current version at the gate", gate.get("current"))]
+        columns = [(title, values) for title, values in columns if values]
+        if not columns:
+            return "no test figures stored (not trained by a training run)"
+
+        def cell(values, key):
+            value = values.get(key)
+            return "n/a" if value is None else (f"{value:.4f}" if isinstance(value, float) else str(value))
+
+        rows = format_html_join(
+            "", "<tr><th>{}</th>{}</tr>",
+            ((label, format_html_join("", "<td>{}</td>", ((cell(v, key),) for _, v in columns)))
+             for key, label in self.FIGURES),
+        )
+        head = format_html_join("", "<th>{}</th>", ((title,) for title, _ in columns))
+        warnings = format_html_join("", "<p>{}</p>", ((w,) for w in stored.get("warnings") or []))
+        return format_html("<table><tr><th></th>{}</tr>{}</table>{}", head, rows, warnings)
 
     @admin.action(description="Make the selected version current (and rescore every scenario)")
     def promote(self, request, queryset):

@@ -4,6 +4,7 @@ from django.contrib import admin, messages
 from django.db import transaction
 from django.shortcuts import redirect
 from django.urls import path
+from django.utils.html import format_html, format_html_join
 from django.views.decorators.http import require_POST
 
 from . import services, tasks
@@ -19,7 +20,7 @@ class TrainingRunAdmin(admin.ModelAdmin):
     list_select_related = ["export", "model_version"]
     fields = readonly_fields = [
         "status", "progress", "triggered_by", "config", "export", "model_version", "promoted", "gate_reason",
-        "metrics", "error", "log", "created_at", "started_at", "finished_at", "heartbeat_at",
+        "test_figures", "metrics", "error", "log", "created_at", "started_at", "finished_at", "heartbeat_at",
     ]
 
     def has_add_permission(self, request):
@@ -31,6 +32,37 @@ class TrainingRunAdmin(admin.ModelAdmin):
     @admin.display(description="progress")
     def progress_percent(self, obj):
         return f"{obj.progress:.0%}"
+
+    FIGURES = [("ndcg@5", "NDCG@5"), ("mrr", "MRR"), ("unsafe_rate_pooled", "Unsafe Rate"),
+               ("mae", "MAE vs human mean"), ("ece", "ECE"),
+               ("grounding_share", "share of judgments sent to a grounding check"), ("n_lists", "test lists")]
+
+    @admin.display(description="test figures")
+    def test_figures(self, obj):
+        """The run's test figures side by side: deployed, before calibration, and both
+        versions at the gate; with the run's warnings (a small test split)."""
+        stored = obj.metrics or {}
+        gate = stored.get("gate") or {}
+        columns = [(t, v) for t, v in [
+            ("deployed", stored.get("test")), ("before calibration", stored.get("test_before_calibration")),
+            ("candidate at the gate", gate.get("candidate")), ("current at the gate", gate.get("current")),
+        ] if v]
+        if not columns:
+            return "not evaluated yet"
+
+        def cell(values, key):
+            value = values.get(key)
+            return "n/a" if value is None else (f"{value:.4f}" if isinstance(value, float) else str(value))
+
+        rows = format_html_join("", "<tr><th>{}</th>{}</tr>", (
+            (label, format_html_join("", "<td>{}</td>", ((cell(v, key),) for _, v in columns)))
+            for key, label in self.FIGURES
+        ))
+        head = format_html_join("", "<th>{}</th>", ((title,) for title, _ in columns))
+        warnings = format_html_join("", "<p><strong>{}</strong></p>", ((w,) for w in stored.get("warnings") or []))
+        csv = format_html("<p>Per-scenario predictions: {}</p>", stored["predictions_csv"]) if stored.get(
+            "predictions_csv") else ""
+        return format_html("<table><tr><th></th>{}</tr>{}</table>{}{}", head, rows, warnings, csv)
 
     def get_urls(self):
         start = path("start/", self.admin_site.admin_view(require_POST(self.start_view)), name="training_trainingrun_start")

@@ -31,6 +31,12 @@ def _modality(scenario: dict) -> int:
     return IGNORE_MODALITY if majority is None else MODALITIES.index(majority)
 
 
+def _initial_scores(scenario: dict) -> list[float]:
+    """The scenario's individual initial 1-5 scores: the judgments the model's score is
+    compared with for a grounding check (pre-aggregated imports have none)."""
+    return [float(j["score"]) for j in scenario["judgments"] if j["phase"] == "initial"]
+
+
 def _lists_by_split(path: str, make: Callable[[dict], T]) -> tuple[dict[str, list[T]], int]:
     """``make(record)`` of every export record with two or more scenarios, by split, and the
     number of lists of one left out. TrainingDataError when no list is left."""
@@ -64,11 +70,12 @@ def lists_from_export(*, path: str, backbone) -> ExportLists:
     """
     lists, skipped = _lists_by_split(
         path,
-        lambda record: [
-            (s["scenario_id"], float(s["mean"]), _modality(s)) for s in record["scenarios"]
-        ],
+        lambda record: (
+            record["context_id"],
+            [(s["scenario_id"], float(s["mean"]), _modality(s), _initial_scores(s)) for s in record["scenarios"]],
+        ),
     )
-    ids = [sid for split in lists.values() for lst in split for sid, _, _ in lst]
+    ids = [item[0] for split in lists.values() for _, lst in split for item in lst]
     # A heartbeat per extracted batch: a run computing features for an hour is not stale.
     features, errors = modelloop_services.features_for(backbone, ids, on_batch=jobs.beat_current)
     failed = [(sid, error) for sid, error in zip(ids, errors) if error]
@@ -78,13 +85,15 @@ def lists_from_export(*, path: str, backbone) -> ExportLists:
     row_of = {sid: row for row, sid in enumerate(ids)}
 
     def build(split_lists) -> ListData:
-        flat = [item for lst in split_lists for item in lst]
+        flat = [item for _, lst in split_lists for item in lst]
         return ListData(
-            features=features[torch.tensor([row_of[sid] for sid, _, _ in flat], dtype=torch.long)],
-            targets=torch.tensor([t for _, t, _ in flat], dtype=torch.float32),
-            modality=torch.tensor([m for _, _, m in flat], dtype=torch.long),
-            offsets=offsets_of([len(lst) for lst in split_lists]),
-            scenario_ids=[sid for sid, _, _ in flat],
+            features=features[torch.tensor([row_of[item[0]] for item in flat], dtype=torch.long)],
+            targets=torch.tensor([item[1] for item in flat], dtype=torch.float32),
+            modality=torch.tensor([item[2] for item in flat], dtype=torch.long),
+            offsets=offsets_of([len(lst) for _, lst in split_lists]),
+            scenario_ids=[item[0] for item in flat],
+            context_ids=[context for context, _ in split_lists],
+            judgments=[item[3] for item in flat],
         )
 
     return ExportLists(train=build(lists["train"]), test=build(lists["test"]), skipped_single=skipped)

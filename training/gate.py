@@ -1,5 +1,8 @@
 """The gate: a candidate version becomes current only if it is no worse than the current one
-on the figures annotators feel (NDCG@5, Unsafe Rate), measured on the same test lists.
+on the figures annotators feel, measured on the same test lists: the order (NDCG@5), the
+unsafe scenarios passed as acceptable (Unsafe Rate) and the score itself (MAE against the
+human mean: the score an annotator is shown and that decides their grounding checks).
+ECE and the share of judgments that would get a grounding check are reported beside them.
 
 Reads the current version's stored predictions; writes nothing (``training.services`` acts).
 """
@@ -15,9 +18,8 @@ from django.conf import settings
 from modelloop.models import ModelVersion, Prediction
 from modelloop.scoring.offline import ScoreHead
 
-from . import metrics
 from .lists import ListData
-from .train import evaluate
+from .train import evaluate, evaluate_scores
 
 
 @dataclass(frozen=True)
@@ -39,15 +41,15 @@ def version_metrics_on(version: ModelVersion, test: ListData, k: int = 5) -> tup
         ).values_list("scenario_id", "score")
     )
     ids = np.array(test.scenario_ids)
-    lists, used = [], []
-    for n, (true, idx) in enumerate(test.lists()):
-        preds = [scores.get(int(sid)) for sid in ids[idx]]
-        if all(p is not None for p in preds):
-            lists.append((true, np.array(preds, dtype=float)))
+    used = []
+    for n, (_, idx) in enumerate(test.lists()):
+        if all(scores.get(int(sid)) is not None for sid in ids[idx]):
             used.append(n)
-    if not lists:
+    if not used:
         return None
-    return metrics.evaluate_lists(lists, k=k), used
+    scored = test.subset(used)
+    pred = np.array([scores[sid] for sid in scored.scenario_ids], dtype=float)
+    return evaluate_scores(pred, scored, k=k), used
 
 
 def gate_metrics(
@@ -63,8 +65,10 @@ def gate_metrics(
 
 
 def gate_decision(*, candidate: dict, current: dict | None, current_name: str) -> GateDecision:
-    """Promote only if NDCG@5 and Unsafe Rate are no worse than the current version's on
-    the same test lists, within MORALE_GATE_NDCG_TOLERANCE / MORALE_GATE_UNSAFE_TOLERANCE."""
+    """Promote only if NDCG@5, Unsafe Rate and MAE are no worse than the current version's on
+    the same test lists, within MORALE_GATE_NDCG_TOLERANCE / MORALE_GATE_UNSAFE_TOLERANCE /
+    MORALE_GATE_MAE_TOLERANCE: a version whose absolute scores are worse is refused whatever
+    its ranking."""
     if current is None:
         return GateDecision(
             False,
@@ -83,12 +87,28 @@ def gate_decision(*, candidate: dict, current: dict | None, current_name: str) -
     # NaN: no unsafe scenario in the test lists, nothing to compare.
     if not (math.isnan(new_unsafe) or math.isnan(old_unsafe)) and new_unsafe > old_unsafe + unsafe_tol:
         problems.append(f"Unsafe Rate {new_unsafe:.4f} is above the current {old_unsafe:.4f} (tolerance {unsafe_tol})")
+    mae_tol = settings.MORALE_GATE_MAE_TOLERANCE
+    new_mae, old_mae = candidate.get("mae", math.nan), current.get("mae", math.nan)
+    if math.isnan(new_mae):
+        problems.append("the candidate's MAE is unknown")
+    elif not math.isnan(old_mae) and new_mae > old_mae + mae_tol:
+        problems.append(
+            f"MAE {new_mae:.4f} against the human mean is above the current {old_mae:.4f} (tolerance {mae_tol}): "
+            "its scores are further from what annotators give"
+        )
     if problems:
         return GateDecision(False, f"not promoted over {current_name}: " + "; ".join(problems), candidate, current)
     return GateDecision(
         True,
         f"promoted over {current_name}: NDCG@5 {new_ndcg:.4f} vs {old_ndcg:.4f}, "
-        f"Unsafe Rate {new_unsafe:.4f} vs {old_unsafe:.4f} on the same test lists",
+        f"Unsafe Rate {new_unsafe:.4f} vs {old_unsafe:.4f}, MAE {new_mae:.4f} vs {old_mae:.4f}, "
+        f"ECE {_num(candidate.get('ece'))} vs {_num(current.get('ece'))}, grounding checks "
+        f"{_num(candidate.get('grounding_share'))} vs {_num(current.get('grounding_share'))} of judgments "
+        "on the same test lists",
         candidate,
         current,
     )
+
+
+def _num(value) -> str:
+    return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.4f}"

@@ -32,6 +32,10 @@ class ListData:
     targets   float32 [N]      mean human score, 1-5
     modality  int64   [N]      majority modality 0 text / 1 image / 2 both, -100 if none
     offsets   int64   [n + 1]  list i holds items offsets[i]:offsets[i+1]
+    scenario_ids  [N]          the scenarios' ids (optional)
+    context_ids   [n]          each list's context id (optional; cross-validation groups by it)
+    judgments     [N]          each scenario's individual initial 1-5 scores (optional; the
+                               grounding-check share counts them, else the means)
     """
 
     features: torch.Tensor
@@ -39,6 +43,8 @@ class ListData:
     modality: torch.Tensor
     offsets: torch.Tensor
     scenario_ids: list[int] = field(default_factory=list)
+    context_ids: list[int] = field(default_factory=list)
+    judgments: list[list[float]] | None = None
 
     @property
     def n_lists(self) -> int:
@@ -82,12 +88,39 @@ class ListData:
         starts, ends = self.offsets[:-1], self.offsets[1:]
         pieces = [torch.arange(int(starts[i]), int(ends[i])) for i in list_indices]
         index = torch.cat(pieces) if pieces else torch.zeros(0, dtype=torch.long)
+        items = index.tolist()
         return ListData(
             features=self.features[index],
             targets=self.targets[index],
             modality=self.modality[index],
             offsets=offsets_of([len(p) for p in pieces]),
-            scenario_ids=[self.scenario_ids[i] for i in index.tolist()],
+            scenario_ids=[self.scenario_ids[i] for i in items] if self.scenario_ids else [],
+            context_ids=[self.context_ids[i] for i in list_indices] if self.context_ids else [],
+            judgments=[self.judgments[i] for i in items] if self.judgments is not None else None,
+        )
+
+    def list_judgments(self) -> list[list[list[float]]] | None:
+        """The judgments per list, per item (for ``metrics.evaluate_lists``), or None."""
+        if self.judgments is None:
+            return None
+        bounds = self.offsets.tolist()
+        return [self.judgments[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+
+    @staticmethod
+    def concat(parts: Sequence[ListData]) -> ListData:
+        """The lists of ``parts``, one after the other (ids and judgments kept where all have them)."""
+        lengths = [int(n) for part in parts for n in (part.offsets[1:] - part.offsets[:-1])]
+        return ListData(
+            features=torch.cat([part.features for part in parts]),
+            targets=torch.cat([part.targets for part in parts]),
+            modality=torch.cat([part.modality for part in parts]),
+            offsets=offsets_of(lengths),
+            scenario_ids=[i for part in parts for i in part.scenario_ids]
+            if all(len(part.scenario_ids) == len(part.targets) for part in parts) else [],
+            context_ids=[i for part in parts for i in part.context_ids]
+            if all(len(part.context_ids) == part.n_lists for part in parts) else [],
+            judgments=[j for part in parts for j in part.judgments]
+            if all(part.judgments is not None for part in parts) else None,
         )
 
 

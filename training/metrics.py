@@ -158,6 +158,27 @@ def expected_calibration_error(true, pred, bins: int = 8) -> float:
     return float(np.sum(np.abs(gap)) / counts.sum())
 
 
+def mean_absolute_error(true, pred) -> float:
+    """Mean |pred - true| on the 1-5 scale, pooled over the items passed."""
+    true, pred = _pair(true, pred)
+    return float(np.mean(np.abs(pred - true)))
+
+
+def grounding_share(pred, judgments: Sequence[Sequence[float]], threshold: float) -> tuple[float, int]:
+    """(share, count) of the judgments that a version scoring ``pred`` would send to a
+    grounding check: |judgment - pred| >= ``threshold`` (MORALE_DISAGREEMENT_THRESHOLD, the
+    rule ``annotation`` applies to every initial judgment). ``judgments[i]``: the 1-5 scores
+    given to item i. (NaN, 0) without any judgment."""
+    pred = np.asarray(pred, dtype=float)
+    if pred.ndim != 1 or len(judgments) != pred.size:
+        raise ValueError(f"one list of judgments per prediction is needed: {len(judgments)} for {pred.size}")
+    deltas = [abs(float(score) - p) for p, scores in zip(pred, judgments) for score in scores]
+    if not deltas:
+        return math.nan, 0
+    # The same slack as the grid: a delta of exactly the threshold counts, as in annotation.
+    return float(np.mean(np.array(deltas) >= threshold - _GRID_SLACK)), len(deltas)
+
+
 def _mean_defined(values: list[float]) -> tuple[float, int]:
     defined = [v for v in values if not math.isnan(v)]
     return (float(np.mean(defined)) if defined else math.nan), len(defined)
@@ -179,12 +200,20 @@ def json_ready(value):
 
 
 def evaluate_lists(
-    lists: Sequence[tuple[np.ndarray, np.ndarray]], k: int = 5, ece_bins: int = 8
+    lists: Sequence[tuple[np.ndarray, np.ndarray]],
+    k: int = 5,
+    ece_bins: int = 8,
+    *,
+    grounding_threshold: float = 1.0,
+    judgments: Sequence[Sequence[Sequence[float]]] | None = None,
 ) -> dict[str, float]:
     """All metrics over (true, pred) lists, one per image.
 
     Per-list metrics are averaged over the lists where they are defined
-    (n_lists_<metric> says how many); *_pooled and ece treat all items as one list.
+    (n_lists_<metric> says how many); *_pooled, mae, ece and grounding_share treat all items
+    as one list. ``judgments`` (per list, per item: the individual 1-5 scores) feed
+    grounding_share; without them each human mean counts as one judgment
+    (n_grounding_judgments says how many were counted).
     """
     if not lists:
         raise ValueError("no lists to evaluate")
@@ -203,6 +232,16 @@ def evaluate_lists(
     result["unsafe_rate_pooled"] = unsafe_rate(all_true, all_pred)
     result["auc_safety_pooled"] = auc_safety(all_true, all_pred)
     result["ece"] = expected_calibration_error(all_true, all_pred, ece_bins)
+    result["mae"] = mean_absolute_error(all_true, all_pred)
+    if judgments is None:
+        flat_judgments = [[t] for t in all_true]
+    else:
+        if len(judgments) != len(pairs) or any(len(j) != t.size for j, (t, _) in zip(judgments, pairs)):
+            raise ValueError("judgments must give one list of scores per item of every list")
+        flat_judgments = [scores for per_list in judgments for scores in per_list]
+    result["grounding_share"], result["n_grounding_judgments"] = grounding_share(
+        all_pred, flat_judgments, grounding_threshold
+    )
     result["n_lists"] = len(pairs)
     result["n_items"] = int(all_true.size)
     return result

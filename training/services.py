@@ -28,12 +28,13 @@ from modelloop.scoring.offline import EfficientNetMiniLMBackbone, load_head, sav
 from morale import jobs
 
 from .data import image_lists_from_export, lists_from_export
+from .evaluation import Split, prediction_rows, small_test_warning, write_predictions
 from .gate import gate_decision, gate_metrics
 from .lists import ImageList, TrainingDataError
 from .lora import LoraTrainResult, lora_scores, train_lora
 from .metrics import json_ready
 from .models import TrainingRun
-from .train import TrainConfig, TrainResult, config_dict, train_head
+from .train import TrainConfig, TrainResult, config_dict, predict, train_head
 
 logger = logging.getLogger(__name__)
 
@@ -178,6 +179,11 @@ def _execute(run: TrainingRun, *, backbone, progress) -> None:
     else:
         version, result = _head_candidate(run, config, backbone or EfficientNetMiniLMBackbone(), reporter)
 
+    warnings = [w for w in [small_test_warning(result.test_data.n_lists)] if w]
+    for warning in warnings:
+        _log(run, warning)
+    predictions = _write_run_predictions(run, config, result)
+    _log(run, f"per-scenario test predictions: {predictions}")
     current = modelloop_selectors.model_version_current_or_none()
     candidate_metrics, current_metrics = gate_metrics(
         head=result.head, test=result.test_data, test_metrics=result.test_metrics, current=current, k=config.ndcg_k
@@ -185,20 +191,18 @@ def _execute(run: TrainingRun, *, backbone, progress) -> None:
     decision = gate_decision(
         candidate=candidate_metrics, current=current_metrics, current_name=current.name if current else "(none)"
     )
-    ModelVersion.objects.filter(pk=version.pk).update(
-        metrics=json_ready(
-            {"test": result.test_metrics, "gate": {"candidate": candidate_metrics, "current": current_metrics}}
-        )
-    )
+    figures = {
+        "test": result.test_metrics,
+        "test_before_calibration": result.raw_test_metrics,
+        "gate": {"candidate": candidate_metrics, "current": current_metrics},
+        "warnings": warnings,
+        "predictions_csv": str(predictions),
+    }
+    ModelVersion.objects.filter(pk=version.pk).update(metrics=json_ready(figures))
     _update(
         run,
         model_version=version,
-        metrics={
-            "history": reporter.history,
-            "initial_loss": result.initial_loss,
-            "test": result.test_metrics,
-            "gate": {"candidate": candidate_metrics, "current": current_metrics},
-        },
+        metrics={"history": reporter.history, "initial_loss": result.initial_loss, **figures},
         gate_reason=decision.reason,
     )
     _log(run, decision.reason)
@@ -207,6 +211,19 @@ def _execute(run: TrainingRun, *, backbone, progress) -> None:
     _update(
         run, status=TrainingRun.Status.SUCCEEDED, promoted=decision.promote, progress=1.0, finished_at=timezone.now()
     )
+
+
+def _write_run_predictions(run: TrainingRun, config: TrainConfig, result: TrainResult) -> Path:
+    """The run's per-scenario test predictions (raw and deployed), as ``evaluate_model`` writes them."""
+    test = result.test_data
+    split = Split("export", test, test)
+    rows = [
+        {**row, "method": f"run #{run.pk}", "loss": config.loss + (f"+{config.mse_weight:g}*mse" if config.mse_weight else "")}
+        for row in prediction_rows(
+            "run", config.seed, split, predict(result.raw_head, test.features), predict(result.head, test.features), ""
+        )
+    ]
+    return write_predictions(settings.VAR_DIR / "evaluations" / f"training-run{run.pk}-predictions.csv", rows)
 
 
 def _head_candidate(run: TrainingRun, config: TrainConfig, backbone, reporter: _Reporter) -> tuple[ModelVersion, TrainResult]:

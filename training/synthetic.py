@@ -61,3 +61,45 @@ def synthetic_lists(
         offsets=torch.from_numpy(offsets.astype(np.int64)),
         scenario_ids=list(range(n)),
     )
+
+
+def offset_lists(
+    n_lists: int,
+    *,
+    text_dim: int = 32,
+    image_dim: int = 32,
+    min_len: int = 3,
+    max_len: int = 5,
+    offset_scale: float = 1.5,
+    noise: float = 0.1,
+    seed: int = 0,
+    function_seed: int = 0,
+    binary: bool = False,
+) -> ListData:
+    """Lists that differ mainly by a per-list offset, as real contexts do (issue 11).
+
+    Each scenario's features are [text part (its own) | image part (the same for every
+    scenario of the list)]. The truth is 1 + 4 * sigmoid(1.5 * (g(text) + offset_scale *
+    h(image))) + noise: the image sets the level of the whole list, the text the order within
+    it. A ranking loss alone learns nothing about h (it is constant within a list); a
+    calibration fitted across lists on such logits collapses. ``binary``: targets 1 or 5 only.
+    """
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(min_len, max_len + 1, size=n_lists)
+    n = int(lengths.sum())
+    text = rng.standard_normal((n, text_dim)).astype(np.float32)
+    image = np.repeat(rng.standard_normal((n_lists, image_dim)).astype(np.float32), lengths, axis=0)
+    truth = np.random.default_rng(20_000 + function_seed)
+    w = truth.standard_normal(text_dim) / np.sqrt(text_dim)
+    u = truth.standard_normal(image_dim) / np.sqrt(image_dim)
+    f = text @ w + offset_scale * np.tanh(image @ u) + noise * rng.standard_normal(n)
+    targets = 1 + 4 / (1 + np.exp(-1.5 * f))
+    targets = np.where(targets > 3, 5.0, 1.0) if binary else np.round(targets * 3) / 3
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    return ListData(
+        features=torch.from_numpy(np.concatenate([text, image], axis=1)),
+        targets=torch.from_numpy(targets.astype(np.float32)),
+        modality=torch.from_numpy(rng.integers(0, 3, size=n).astype(np.int64)),
+        offsets=torch.from_numpy(offsets.astype(np.int64)),
+        scenario_ids=list(range(n)),
+    )

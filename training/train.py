@@ -17,6 +17,7 @@ from typing import Protocol
 
 import numpy as np
 import torch
+from django.conf import settings
 from torch import nn
 
 from modelloop.scoring.offline import ScoreHead
@@ -36,7 +37,10 @@ class TrainConfig:
     lists_per_step: int = 1  # the paper trains on one list per step
     hidden: int = 256
     dropout: float = 0.1
-    mse_weight: float = 0.0  # auxiliary MSE on the 1-5 scale
+    # Auxiliary MSE of 1 + 4 * sigmoid(logit) against the human mean (paper, section 4.3):
+    # anchors the score's level, which ListMLE alone leaves free per list (issue 11).
+    # 0.5 is the measured choice (docs/training.md, "Choosing mse_weight").
+    mse_weight: float = 0.5
     modality_weight: float = 0.0  # modality classification from a second head
     seed: int = 0
     ndcg_k: int = 5
@@ -63,6 +67,10 @@ class TrainConfig:
             raise ValueError("vlm_path is used only in mode lora; head mode trains on the cached backbone features")
         if isinstance(self.max_image_side, bool) or not isinstance(self.max_image_side, int) or self.max_image_side < 1:
             raise ValueError(f"max_image_side must be a whole number >= 1, not {self.max_image_side!r}")
+        for name in ("mse_weight", "modality_weight"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
+                raise ValueError(f"{name} must be a number >= 0, not {value!r}")
         if not 0 <= self.lora_dropout < 1:
             raise ValueError(f"lora_dropout must be in [0, 1), not {self.lora_dropout!r}")
 
@@ -113,11 +121,21 @@ def predict(head: ScoreHead, features: torch.Tensor, batch: int = 65536) -> np.n
     return torch.cat(out).numpy() if out else np.zeros(0, dtype=np.float32)
 
 
+def evaluate_scores(pred: np.ndarray, data: ListData, k: int = 5) -> dict[str, float]:
+    """The paper's metrics, per image list, plus MAE, ECE and the grounding-check share
+    (MORALE_DISAGREEMENT_THRESHOLD, against the lists' judgments) of 1-5 scores [N] of ``data``'s items."""
+    return metrics.evaluate_lists(
+        [(true, pred[idx]) for true, idx in data.lists()],
+        k=k,
+        grounding_threshold=settings.MORALE_DISAGREEMENT_THRESHOLD,
+        judgments=data.list_judgments(),
+    )
+
+
 @torch.no_grad()
 def evaluate(head: ScoreHead, data: ListData, k: int = 5) -> dict[str, float]:
-    """The paper's metrics, per image list, on the head's 1-5 scores."""
-    pred = predict(head, data.features)
-    return metrics.evaluate_lists([(true, pred[idx]) for true, idx in data.lists()], k=k)
+    """``evaluate_scores`` of the head's 1-5 scores."""
+    return evaluate_scores(predict(head, data.features), data, k=k)
 
 
 def cpu_head(head: ScoreHead) -> ScoreHead:
@@ -174,6 +192,8 @@ class CachedFeatures:
 
     def load(self) -> tuple[int, torch.device]:
         self.index = self.lists["train"].padded_index()
+        self.bounds = self.lists["train"].offsets.tolist()
+        self.one = torch.ones(1, int(self.index.shape[1]) if self.index.numel() else 0, dtype=torch.bool)
         return self.lists["train"].features.shape[1], torch.device("cpu")
 
     def trainable(self) -> list[nn.Parameter]:
@@ -183,6 +203,12 @@ class CachedFeatures:
         pass
 
     def encode(self, rows: torch.Tensor) -> Batch:
+        if len(rows) == 1:
+            # The paper's setting (one list per step, ~46,000 steps on MM-SCALE): views of the
+            # list's rows, no padding, no gather; the same values as ``batch``.
+            train, row = self.lists["train"], int(rows[0])
+            a, b = self.bounds[row], self.bounds[row + 1]
+            return train.features[None, a:b], train.targets[None, a:b], train.modality[None, a:b], self.one[:, : b - a]
         return self.lists["train"].batch(rows, self.index)
 
     def eval_features(self, split: str) -> ListData:
@@ -200,13 +226,15 @@ def seed_everything(seed: int) -> torch.Generator:
 
 @dataclass
 class TrainResult:
-    head: ScoreHead  # calibrated, fp32, CPU, eval mode
+    head: ScoreHead  # calibrated, fp32, CPU, eval mode: what is deployed
     config: TrainConfig
     history: list[dict]  # one row per epoch: train loss, test metrics, seconds
     test_metrics: dict[str, float]
     calibration: dict
     initial_loss: float
     test_data: ListData | None = None  # the test lists with the trained model's features
+    raw_head: ScoreHead | None = None  # the same head before calibration
+    raw_test_metrics: dict[str, float] | None = None  # its test metrics (ranking ones equal test_metrics')
 
 
 def fit(
@@ -280,8 +308,11 @@ def fit(
     encoder.train(False)
     model.eval()
     train = encoder.eval_features("train")
+    raw_head = cpu_head(model.head)
     head = cpu_head(model.head)
-    calibration = calibrate(head, train.features, train.targets)
+    # Raises CalibrationError (a TrainingDataError) when the fit fails or is flat, or (without
+    # the auxiliary MSE) would change an order within a list: the run fails, nothing is deployed.
+    calibration = calibrate(head, train, [test], required=config.mse_weight == 0)
     return TrainResult(
         head=head,
         config=config,
@@ -290,6 +321,8 @@ def fit(
         calibration=calibration,
         initial_loss=initial_loss,
         test_data=test,
+        raw_head=raw_head,
+        raw_test_metrics=evaluate(raw_head, test, k=config.ndcg_k),
     )
 
 

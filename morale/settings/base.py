@@ -309,6 +309,9 @@ MORALE_IMPORT_CHUNK_ROWS = env.int("MORALE_IMPORT_CHUNK_ROWS", default=500)
 MORALE_GATE_NDCG_TOLERANCE = env.float("MORALE_GATE_NDCG_TOLERANCE", default=0.0)
 # ... and its Unsafe Rate at most the current version's plus this one.
 MORALE_GATE_UNSAFE_TOLERANCE = env.float("MORALE_GATE_UNSAFE_TOLERANCE", default=0.0)
+# ... and its MAE against the human mean (the 1-5 score annotators see) at most the current
+# version's plus this one: worse absolute scores are refused whatever the ranking (issue 11).
+MORALE_GATE_MAE_TOLERANCE = env.float("MORALE_GATE_MAE_TOLERANCE", default=0.0)
 # How often celery beat starts a retraining (the periodic task is editable in the admin).
 MORALE_RETRAIN_INTERVAL_HOURS = env.int("MORALE_RETRAIN_INTERVAL_HOURS", default=24)
 

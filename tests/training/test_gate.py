@@ -9,12 +9,13 @@ from training.gate import gate_decision
 from training.lists import ListData
 
 
-def figures(ndcg, unsafe):
-    return {"ndcg@5": ndcg, "unsafe_rate_pooled": unsafe}
+def figures(ndcg, unsafe, mae=0.5):
+    return {"ndcg@5": ndcg, "unsafe_rate_pooled": unsafe, "mae": mae}
 
 
-def test_no_worse_on_both_figures_is_promoted(settings):
+def test_no_worse_on_all_figures_is_promoted(settings):
     settings.MORALE_GATE_NDCG_TOLERANCE = settings.MORALE_GATE_UNSAFE_TOLERANCE = 0.0
+    settings.MORALE_GATE_MAE_TOLERANCE = 0.0
     decision = gate_decision(candidate=figures(0.9, 0.1), current=figures(0.9, 0.1), current_name="v1")
     assert decision.promote and decision.reason.startswith("promoted over v1")
 
@@ -32,6 +33,20 @@ def test_a_higher_unsafe_rate_is_refused_unless_either_is_undefined(settings):
     refused = gate_decision(candidate=figures(0.9, 0.2), current=figures(0.9, 0.1), current_name="v1")
     assert not refused.promote and "Unsafe Rate 0.2000 is above the current 0.1000" in refused.reason
     assert gate_decision(candidate=figures(0.9, math.nan), current=figures(0.9, 0.1), current_name="v1").promote
+
+
+def test_worse_absolute_scores_are_refused_whatever_the_ranking(settings):
+    settings.MORALE_GATE_NDCG_TOLERANCE = settings.MORALE_GATE_UNSAFE_TOLERANCE = 0.0
+    settings.MORALE_GATE_MAE_TOLERANCE = 0.05
+    # A perfect order and no unsafe scenario passed, but scores further from the humans'.
+    refused = gate_decision(candidate=figures(1.0, 0.0, mae=0.9), current=figures(0.7, 0.3, mae=0.5),
+                            current_name="v1")
+    assert not refused.promote and "MAE 0.9000 against the human mean is above the current 0.5000" in refused.reason
+    within = gate_decision(candidate=figures(1.0, 0.0, mae=0.54), current=figures(0.7, 0.3, mae=0.5),
+                           current_name="v1")
+    assert within.promote and "MAE 0.5400 vs 0.5000" in within.reason
+    unknown = gate_decision(candidate=figures(1.0, 0.0, mae=math.nan), current=figures(0.7, 0.3), current_name="v1")
+    assert not unknown.promote and "MAE is unknown" in unknown.reason
 
 
 def test_without_the_current_versions_figures_nothing_is_promoted():

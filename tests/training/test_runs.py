@@ -184,7 +184,8 @@ def test_evaluate_model_prints_the_three_losses_side_by_side(judged, capsys):
     export = dataset_export_create(fmt="jsonl")
     call_command("evaluate_model", "--export", str(export.pk), "--epochs", "3", "--lr", "3e-3")
     out = capsys.readouterr().out
-    for label in ("ListMLE head", "BPO head", "BCE head", "NDCG@5", "MRR", "Unsafe Rate", "AUC-Safety", "Kendall tau", "ECE"):
+    for label in ("ListMLE head", "BPO head", "BCE head", "random scores", "NDCG@5", "MRR", "Unsafe Rate",
+                  "AUC-Safety", "Kendall tau", "MAE", "ECE", "Grounding", "Per-scenario predictions: "):
         assert label in out
 
 
@@ -233,3 +234,74 @@ def test_undefined_metrics_are_stored_as_null_on_every_database():
     services._update(run, metrics={"test": {"kendall_tau_b": nan, "ndcg@5": 0.9}, "history": [{"ece": float("inf")}]})
     stored = TrainingRun.objects.get(pk=run.pk).metrics
     assert stored == {"test": {"kendall_tau_b": None, "ndcg@5": 0.9}, "history": [{"ece": None}]}
+
+
+def test_a_run_reports_what_annotators_see_warns_about_a_small_test_split_and_writes_predictions(judged):
+    import csv
+
+    run = run_training(epochs=2)
+    assert run.status == "succeeded", run.error
+    test = run.metrics["test"]
+    for key in ("mae", "ece", "grounding_share", "n_grounding_judgments"):
+        assert test[key] is not None, key
+    assert test["n_grounding_judgments"] == 3 * test["n_items"]  # three initial judgments per scenario
+    before = run.metrics["test_before_calibration"]
+    assert all(before[key] == test[key] for key in ("ndcg@5", "mrr", "kendall_tau_b"))
+    assert any("fewer than 20" in w for w in run.metrics["warnings"]) and "fewer than 20" in run.log
+    rows = list(csv.DictReader(open(run.metrics["predictions_csv"])))
+    assert len(rows) == test["n_items"] and {"raw_score", "deployed_score", "context_id"} <= set(rows[0])
+    assert run.model_version.metrics["test"]["mae"] == test["mae"]
+
+
+def test_a_flat_calibration_fails_the_run_and_promotes_nothing(judged, monkeypatch):
+    from training import calibration
+
+    baseline = current_version()
+    monkeypatch.setattr(calibration, "SLOPE_FLOOR", 1e9)  # every fit is "flat"
+    run = run_training(epochs=2)
+    assert run.status == "failed" and "CalibrationError" in run.error and "flat" in run.error
+    assert ModelVersion.objects.get(is_current=True) == baseline and run.model_version is None
+
+
+def test_a_candidate_with_worse_absolute_scores_is_not_promoted_whatever_its_ranking(judged, settings):
+    settings.MORALE_GATE_NDCG_TOLERANCE = settings.MORALE_GATE_UNSAFE_TOLERANCE = 1.0  # ranking: anything goes
+    baseline = current_version()
+    for sid, text in judged.items():  # the current model's scores are the humans' own means
+        kind = text.split(" ")[0] in ("helping", "comforting", "protecting")
+        predict(Scenario.objects.get(pk=sid), 4.5 if kind else 1.5)
+    run = run_training(epochs=1, lr=1e-5)  # barely trained: scores near 3
+    assert run.status == "succeeded", run.error
+    assert not run.promoted and "MAE" in run.gate_reason and "above the current" in run.gate_reason
+    assert ModelVersion.objects.get(is_current=True) == baseline
+
+
+def test_evaluate_model_cross_validates_by_list_with_spread_and_predictions(judged, capsys, tmp_path):
+    import csv
+
+    from modelloop.models import Prediction
+
+    for sid in judged:  # the current version has scored every scenario
+        if not Prediction.objects.filter(model_version=current_version(), scenario_id=sid).exists():
+            predict(Scenario.objects.get(pk=sid), 3.0)
+    export = dataset_export_create(fmt="jsonl")
+    out_csv = tmp_path / "predictions.csv"
+    call_command("evaluate_model", "--export", str(export.pk), "--epochs", "1", "--lr", "3e-3", "--folds", "3",
+                 "--seeds", "0,1", "--predictions", str(out_csv))
+    out = capsys.readouterr().out
+    assert "20 lists (80 scenarios), 3-fold cross-validation by list; seeds 0, 1" in out
+    for label in ("ListMLE head", "BPO head", "BCE head", "random scores", "current: ", "MAE", "Grounding", "±", "~"):
+        assert label in out, label
+    assert "fewer than 20" in out and f"Per-scenario predictions: {out_csv}" in out
+    rows = list(csv.DictReader(out_csv.open()))
+    folds_of = {}
+    for row in rows:
+        folds_of.setdefault(row["context_id"], set()).add(row["fold"])
+    assert len(folds_of) == 20 and all(len(f) == 1 for f in folds_of.values())  # contexts never straddle folds
+
+
+def test_evaluate_model_refuses_more_folds_than_lists(judged):
+    export = dataset_export_create(fmt="jsonl")
+    with pytest.raises(CommandError, match=r"20 list\(s\) \(20 context\(s\)\): too few for 25 folds"):
+        call_command("evaluate_model", "--export", str(export.pk), "--folds", "25")
+    with pytest.raises(CommandError, match="--seeds"):
+        call_command("evaluate_model", "--export", str(export.pk), "--seeds", "a,b")
