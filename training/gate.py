@@ -17,6 +17,7 @@ from modelloop.scoring.offline import ScoreHead
 
 from . import metrics
 from .lists import ListData
+from .probes.gate import probe_gate_reason
 from .train import evaluate
 
 
@@ -62,7 +63,9 @@ def gate_metrics(
     return evaluate(head, test.subset(used), k=k), current_metrics
 
 
-def gate_decision(*, candidate: dict, current: dict | None, current_name: str) -> GateDecision:
+def gate_decision(
+    *, candidate: dict, current: dict | None, current_name: str, versions: tuple | None = None
+) -> GateDecision:
     """Promote only if NDCG@5 and Unsafe Rate are no worse than the current version's on
     the same test lists, within MORALE_GATE_NDCG_TOLERANCE / MORALE_GATE_UNSAFE_TOLERANCE."""
     if current is None:
@@ -83,6 +86,8 @@ def gate_decision(*, candidate: dict, current: dict | None, current_name: str) -
     # NaN: no unsafe scenario in the test lists, nothing to compare.
     if not (math.isnan(new_unsafe) or math.isnan(old_unsafe)) and new_unsafe > old_unsafe + unsafe_tol:
         problems.append(f"Unsafe Rate {new_unsafe:.4f} is above the current {old_unsafe:.4f} (tolerance {unsafe_tol})")
+    if versions and (probe_problem := probe_gate_reason(*versions)):  # (candidate, current) ModelVersions
+        problems.append(probe_problem)
     if problems:
         return GateDecision(False, f"not promoted over {current_name}: " + "; ".join(problems), candidate, current)
     return GateDecision(

@@ -427,3 +427,9 @@ SPECTACULAR_SETTINGS = {
         "TrainingRunStatusEnum": "training.models.TrainingRun.Status",
     },
 }
+
+# --- Robustness probes (training/probes, docs/probes.md) ---------------------------------
+# Gate options, off unless set: refuse a candidate whose probe flip rate exceeds the current
+# version's by more than this, or whose Rel. mCE against the current version is above this.
+MORALE_GATE_MAX_FLIP_RATE_INCREASE = env.float("MORALE_GATE_MAX_FLIP_RATE_INCREASE", default=None)
+MORALE_GATE_MAX_REL_MCE = env.float("MORALE_GATE_MAX_REL_MCE", default=None)
