@@ -5,6 +5,7 @@ import logging
 from celery import shared_task
 
 from . import services
+from .probes import runner as probe_runner
 from .models import TrainingRun
 
 logger = logging.getLogger(__name__)
@@ -29,3 +30,10 @@ def retrain(config: dict | None = None) -> int | None:
 def execute_run(run_id: int) -> int:
     """Run a training queued from the admin. A second delivery finds it started and returns."""
     return services.training_run_execute(run_id=run_id).pk
+
+
+@shared_task(name="training.probe_version", acks_late=True, soft_time_limit=6 * 3600, time_limit=6 * 3600 + 300)
+def probe_version(run_id: int) -> int:
+    """Run a queued probe run (queue ``gpu``: ``training.*`` is routed there). A second
+    delivery finds it started or finished and returns; the scorer is the worker's own."""
+    return probe_runner.probe_run_execute(run_id=run_id).pk

@@ -30,9 +30,9 @@ def typos(text: str, rng: random.Random) -> str:
     return " ".join(words)
 
 
-def lowercase(text: str, rng: random.Random) -> str:
-    """Every letter in lower case."""
-    return text.lower()
+def first_letter_case(text: str, rng: random.Random) -> str:
+    """The first letter's case toggled ("paying" -> "Paying", "Paying" -> "paying")."""
+    return text[:1].swapcase() + text[1:]
 
 
 def uppercase(text: str, rng: random.Random) -> str:
@@ -41,12 +41,9 @@ def uppercase(text: str, rng: random.Random) -> str:
 
 
 def punctuation(text: str, rng: random.Random) -> str:
-    """Sentence form: capital first letter, trailing punctuation replaced by one period
-    (a text that already is a sentence loses its final period instead)."""
+    """A final period added, or the final punctuation removed where there is some."""
     stripped = text.rstrip(" .!?;,")
-    if stripped != text.rstrip(" "):  # it had final punctuation: take it away
-        return stripped
-    return (stripped[:1].upper() + stripped[1:] + ".") if stripped else text
+    return stripped if stripped != text.rstrip(" ") else stripped + "."
 
 
 def neutral_prefix(text: str, rng: random.Random) -> str:
@@ -67,7 +64,7 @@ def persuade_unacceptable(text: str, rng: random.Random) -> str:
 # Meaning-preserving perturbations: they count in the flip rate.
 MEANING_PRESERVING: dict[str, Callable[[str, random.Random], str]] = {
     "typos": typos,
-    "lowercase": lowercase,
+    "first_letter_case": first_letter_case,
     "uppercase": uppercase,
     "punctuation": punctuation,
     "neutral_prefix": neutral_prefix,
