@@ -28,6 +28,11 @@ def _version(pk: int | None, what: str) -> ModelVersion | None:
 class Command(BaseCommand):
     help = "Probe a model version: corruptions, text perturbations, persuasion and image reliance."
 
+    def create_parser(self, prog_name, subcommand, **kwargs):
+        # The interface is ``--version ID``; Django's own --version (print Django's
+        # version) gives way to it.
+        return super().create_parser(prog_name, subcommand, conflict_handler="resolve", **kwargs)
+
     def add_arguments(self, parser):
         parser.add_argument("--version", type=int, help="ModelVersion id (default: the current version)")
         parser.add_argument("--against", type=int, help="reference ModelVersion id for CE and Rel. mCE")
