@@ -118,7 +118,7 @@ def test_the_command_probes_the_current_version_on_demo_data(demo):
 def test_a_head_against_the_baseline_hand_checked_rel_mce_and_image_reliance(demo, tmp_path):
     baseline = current_version()
     head = head_version(tmp_path)
-    run = probe_run_execute(run_id=probe_run_create(model_version=head, against=baseline, split="all", max_contexts=2).pk)
+    run = probe_run_execute(run_id=probe_run_create(model_version=head, against=baseline, split="all", max_contexts=1).pk)
     assert run.status == ProbeRun.Status.SUCCEEDED, run.error
     mine = ProbeResult.objects.get(run=run, is_reference=False)
     ref = ProbeResult.objects.get(run=run, is_reference=True)
@@ -129,14 +129,14 @@ def test_a_head_against_the_baseline_hand_checked_rel_mce_and_image_reliance(dem
     assert mine.mce == pytest.approx(sum(ce.values()) / len(ce))
     assert mine.rel_mce == pytest.approx(mine.mce / ref.mce)
     # Each corrupted error, recomputed from the head's own scores of the corrupted images.
-    pairs, noisy = direct_scores(head, demo, "gaussian_noise@5", contexts=2)
+    pairs, noisy = direct_scores(head, demo, "gaussian_noise@5", contexts=1)
     human = np.array([p.human_mean for p in pairs])
     assert errors["gaussian_noise"]["5"] == pytest.approx(np.mean(np.abs(noisy - human)), abs=1e-5)
-    _, clean = direct_scores(head, demo, "clean", contexts=2)
-    _, grey = direct_scores(head, demo, "neutral_image", contexts=2)
+    _, clean = direct_scores(head, demo, "clean", contexts=1)
+    _, grey = direct_scores(head, demo, "neutral_image", contexts=1)
     assert mine.image_reliance == pytest.approx(np.mean(np.abs(grey - clean) >= 1.0))
     assert mine.figures["modality"]["neutral_image_abs_shift"] == pytest.approx(np.mean(np.abs(grey - clean)), abs=1e-5)
-    _, dark = direct_scores(head, demo, "brightness@5", contexts=2)
+    _, dark = direct_scores(head, demo, "brightness@5", contexts=1)
     rows = {row["name"]: row for row in mine.figures["conditions"]}
     assert rows["brightness@5"]["flip_rate"] == pytest.approx(np.mean([(a <= 2.5) != (b <= 2.5) for a, b in zip(clean, dark)]))
     # Pooled over conditions of equal size: the mean of the per-condition flip rates.
