@@ -1,5 +1,6 @@
 from django.contrib import admin, messages
 from django.utils import timezone
+from django.urls import NoReverseMatch, reverse
 from django.utils.html import format_html, format_html_join
 
 from . import services
@@ -84,3 +85,49 @@ class PredictionAdmin(admin.ModelAdmin):
     @admin.display(description="created", ordering="created_at")
     def created(self, obj: Prediction) -> str:
         return timezone.localtime(obj.created_at).strftime("%Y-%m-%d %H:%M")
+
+
+# --- robustness probes (issue 14, training/probes): a separate block of ModelVersionAdmin -------
+def _probe_figures(self, obj: ModelVersion) -> str:
+    """The headline figures of the version's latest probes (``training.ProbeResult`` through
+    the ``probe_results`` relation) and the severity curve plot of the latest one."""
+    results = list(
+        obj.probe_results.filter(run__status="succeeded", is_reference=False).select_related("run", "run__against")
+        .order_by("-run_id")[:5]
+    ) if obj.pk else []
+    if not results:
+        return "not probed yet: manage.py probe_model --version <id> (docs/probes.md)"
+    head = ["run", "against", "pairs", "flip rate", "mean |shift|", "MAE clean", "mCE", "Rel. mCE", "persuasion", "image reliance"]
+
+    def cell(value) -> str:
+        return "–" if value is None else f"{value:.3f}"
+
+    rows = format_html_join(
+        "",
+        "<tr><td>#{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+        (
+            (
+                r.run_id, r.run.against.name if r.run.against else "–", r.run.n_pairs, cell(r.flip_rate),
+                cell(r.mean_abs_shift), cell(r.clean_error), cell(r.mce), cell(r.rel_mce),
+                cell(r.persuasion_sensitivity), cell(r.image_reliance),
+            )
+            for r in results
+        ),
+    )
+    try:
+        svg = reverse("annotation:probe_severity_svg", args=[obj.pk])
+        page = reverse("annotation:probe_version", args=[obj.pk])
+    except NoReverseMatch:
+        svg = page = ""
+    plot = format_html(
+        '<p><img src="{}" alt="Error under corruption by severity" width="640"></p><p><a href="{}">All probe figures</a></p>',
+        svg, page,
+    ) if svg else ""
+    header = format_html_join("", "<th>{}</th>", ((h,) for h in head))
+    return format_html("<table><thead><tr>{}</tr></thead><tbody>{}</tbody></table>{}", header, rows, plot)
+
+
+_probe_figures.short_description = "robustness probes"
+ModelVersionAdmin.probe_figures = _probe_figures
+ModelVersionAdmin.readonly_fields = [*ModelVersionAdmin.readonly_fields, "probe_figures"]
+ModelVersionAdmin.fieldsets = [*ModelVersionAdmin.fieldsets, ("Robustness probes", {"fields": ["probe_figures"]})]

@@ -19,6 +19,7 @@ from modelloop.models import ModelVersion, Prediction
 from modelloop.scoring.offline import ScoreHead
 
 from .lists import ListData
+from .probes.gate import probe_gate_reason
 from .train import evaluate, evaluate_scores
 
 
@@ -64,11 +65,14 @@ def gate_metrics(
     return evaluate(head, test.subset(used), k=k), current_metrics
 
 
-def gate_decision(*, candidate: dict, current: dict | None, current_name: str) -> GateDecision:
+def gate_decision(
+    *, candidate: dict, current: dict | None, current_name: str, versions: tuple | None = None
+) -> GateDecision:
     """Promote only if NDCG@5, Unsafe Rate and MAE are no worse than the current version's on
     the same test lists, within MORALE_GATE_NDCG_TOLERANCE / MORALE_GATE_UNSAFE_TOLERANCE /
     MORALE_GATE_MAE_TOLERANCE: a version whose absolute scores are worse is refused whatever
-    its ranking."""
+    its ranking. With ``versions`` (candidate, current ModelVersion) the probe options
+    (MORALE_GATE_MAX_FLIP_RATE_INCREASE, MORALE_GATE_MAX_REL_MCE) apply too."""
     if current is None:
         return GateDecision(
             False,
@@ -96,6 +100,8 @@ def gate_decision(*, candidate: dict, current: dict | None, current_name: str) -
             f"MAE {new_mae:.4f} against the human mean is above the current {old_mae:.4f} (tolerance {mae_tol}): "
             "its scores are further from what annotators give"
         )
+    if versions and (probe_problem := probe_gate_reason(*versions)):  # (candidate, current) ModelVersions
+        problems.append(probe_problem)
     if problems:
         return GateDecision(False, f"not promoted over {current_name}: " + "; ".join(problems), candidate, current)
     return GateDecision(

@@ -66,3 +66,85 @@ class TrainingRun(models.Model):
 
     def __str__(self) -> str:
         return f"training run #{self.pk} ({self.status})"
+
+
+class ProbeRun(models.Model):
+    """One robustness and modality probe of a model version (``training.probes``), optionally
+    against a reference version (the current one) for Rel. mCE. Its figures are ``ProbeResult``s."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "queued"
+        RUNNING = "running", "running"
+        SUCCEEDED = "succeeded", "succeeded"
+        FAILED = "failed", "failed"
+
+    class Suite(models.TextChoices):
+        PILOT = "pilot", "pilot: 4 corruptions at severities 1, 3, 5"
+        FULL = "full", "full: every corruption at severities 1-5"
+
+    model_version = models.ForeignKey("modelloop.ModelVersion", on_delete=models.CASCADE, related_name="probe_runs")
+    against = models.ForeignKey(
+        "modelloop.ModelVersion",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="probe_runs_as_reference",
+        help_text="the reference version of CE and Rel. mCE (the current one, for a candidate)",
+    )
+    export = models.ForeignKey(
+        "annotation.DatasetExport", null=True, blank=True, on_delete=models.SET_NULL, related_name="probe_runs"
+    )
+    suite = models.CharField(max_length=8, choices=Suite.choices, default=Suite.PILOT)
+    split = models.CharField(max_length=8, default="test", help_text="export split probed: test, train or all")
+    max_contexts = models.PositiveIntegerField(null=True, blank=True, help_text="at most this many contexts (all: empty)")
+    seed = models.IntegerField(default=0)
+    status = models.CharField(max_length=12, choices=Status.choices, default=Status.QUEUED)
+    progress = models.FloatField(default=0.0)
+    n_contexts = models.PositiveIntegerField(default=0)
+    n_pairs = models.PositiveIntegerField(default=0)
+    seconds = models.FloatField(null=True, blank=True, help_text="scoring and figures, wall clock")
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(status__in=["queued", "running", "succeeded", "failed"]), name="probe_run_status_valid"
+            ),
+            models.CheckConstraint(condition=Q(suite__in=["pilot", "full"]), name="probe_run_suite_valid"),
+            models.CheckConstraint(condition=Q(split__in=["test", "train", "all"]), name="probe_run_split_valid"),
+        ]
+
+    def __str__(self) -> str:
+        return f"probe run #{self.pk} of version #{self.model_version_id} ({self.status})"
+
+
+class ProbeResult(models.Model):
+    """The probe figures of one version in one probe run (the probed version, and the reference).
+
+    ``figures`` holds everything (docs/probes.md); the headline numbers are columns too, so
+    the admin, the dashboard and the gate read them without parsing.
+    """
+
+    run = models.ForeignKey(ProbeRun, on_delete=models.CASCADE, related_name="results")
+    model_version = models.ForeignKey("modelloop.ModelVersion", on_delete=models.CASCADE, related_name="probe_results")
+    is_reference = models.BooleanField(default=False)
+    flip_rate = models.FloatField(null=True, blank=True, help_text="pooled over meaning-preserving perturbations")
+    mean_abs_shift = models.FloatField(null=True, blank=True)
+    clean_error = models.FloatField(null=True, blank=True, help_text="MAE against the human mean, clean inputs")
+    mce = models.FloatField(null=True, blank=True, help_text="mean CE, normalised by the reference's corrupted error")
+    rel_mce = models.FloatField(null=True, blank=True, help_text="mCE(this) / mCE(reference)")
+    persuasion_sensitivity = models.FloatField(null=True, blank=True)
+    image_reliance = models.FloatField(null=True, blank=True)
+    figures = models.JSONField(default=dict)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["run_id", "is_reference"]
+        constraints = [models.UniqueConstraint(fields=["run", "model_version"], name="probe_result_one_per_version")]
+
+    def __str__(self) -> str:
+        return f"probe result of version #{self.model_version_id} in run #{self.run_id}"

@@ -189,7 +189,8 @@ def _execute(run: TrainingRun, *, backbone, progress) -> None:
         head=result.head, test=result.test_data, test_metrics=result.test_metrics, current=current, k=config.ndcg_k
     )
     decision = gate_decision(
-        candidate=candidate_metrics, current=current_metrics, current_name=current.name if current else "(none)"
+        candidate=candidate_metrics, current=current_metrics, current_name=current.name if current else "(none)",
+        versions=(version, current),
     )
     figures = {
         "test": result.test_metrics,

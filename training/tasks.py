@@ -5,6 +5,7 @@ import logging
 from celery import shared_task
 
 from . import services
+from .probes import runner as probe_runner
 from .models import TrainingRun
 
 logger = logging.getLogger(__name__)
@@ -39,3 +40,10 @@ def sweep_runs() -> dict:
     """Periodic, on queue ``default`` (a busy GPU worker must not delay it): fail runs whose
     worker went silent, re-send queued runs whose message was lost. Idempotent."""
     return services.training_runs_sweep()
+
+
+@shared_task(name="training.probe_version", acks_late=True, soft_time_limit=6 * 3600, time_limit=6 * 3600 + 300)
+def probe_version(run_id: int) -> int:
+    """Run a queued probe run (queue ``gpu``: ``training.*`` is routed there). A second
+    delivery finds it started or finished and returns; the scorer is the worker's own."""
+    return probe_runner.probe_run_execute(run_id=run_id).pk

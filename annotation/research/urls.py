@@ -9,4 +9,7 @@ from . import views
 urlpatterns = [
     path("", views.dashboard, name="dashboard"),
     path("quality/", views.quality_list, name="quality"),
+    path("probes/", views.probes, name="probes"),
+    path("probes/<int:version_id>/", views.probe_version, name="probe_version"),
+    path("probes/<int:version_id>/severity.svg", views.probe_severity_svg, name="probe_severity_svg"),
 ]

@@ -11,13 +11,15 @@ import functools
 
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
-from django.http import HttpRequest, HttpResponse
-from django.shortcuts import render
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, render
 from django.urls import NoReverseMatch, reverse
 
+from modelloop.models import ModelVersion
 from morale.roles import is_researcher
 from .dashboard import dashboard_bundle, dashboard_charts, key_figures
 from .items import flagged_items
+from .probes import HEADLINE, latest_probes, probe_detail
 from .quality import flagged_annotators
 
 
@@ -61,3 +63,26 @@ def quality_list(request: HttpRequest) -> HttpResponse:
     for row in items["items"]:
         row["admin_url"] = _admin_url("admin:annotation_scenario_change", row["scenario_id"])
     return render(request, "research/quality.html", {"annotators": annotators, "items": items})
+
+
+# --- robustness probes (issue 14) ---------------------------------------------------------------
+@researcher_required
+def probes(request: HttpRequest) -> HttpResponse:
+    """Every model version with the headline figures of its latest probe."""
+    return render(request, "research/probes.html", {"rows": latest_probes(), "headline": HEADLINE})
+
+
+@researcher_required
+def probe_version(request: HttpRequest, version_id: int) -> HttpResponse:
+    """One version's latest probe: its figures beside its reference's, the severity curves."""
+    version = get_object_or_404(ModelVersion, pk=version_id)
+    return render(request, "research/probe_version.html", {"version": version, **probe_detail(version)})
+
+
+@researcher_required
+def probe_severity_svg(request: HttpRequest, version_id: int) -> HttpResponse:
+    """The severity curves of one version's latest probe as a standalone SVG (the admin shows it)."""
+    detail = probe_detail(get_object_or_404(ModelVersion, pk=version_id))
+    if detail["chart"] is None:
+        raise Http404("This version has no probe yet.")
+    return render(request, "research/probe_severity.svg", {"chart": detail["chart"]}, content_type="image/svg+xml")

@@ -471,3 +471,9 @@ MORALE_JOB_RESEND_SECONDS = env.int("MORALE_JOB_RESEND_SECONDS", default=60)
 # browser's cookie but cannot revoke a copy of it before SESSION_COOKIE_AGE. Set
 # MORALE_SESSION_ENGINE=django.contrib.sessions.backends.db for server-side sessions.
 SESSION_ENGINE = env.str("MORALE_SESSION_ENGINE", default="django.contrib.sessions.backends.signed_cookies")
+
+# --- Robustness probes (training/probes, docs/probes.md) ---------------------------------
+# Gate options, off unless set: refuse a candidate whose probe flip rate exceeds the current
+# version's by more than this, or whose Rel. mCE against the current version is above this.
+MORALE_GATE_MAX_FLIP_RATE_INCREASE = env.float("MORALE_GATE_MAX_FLIP_RATE_INCREASE", default=None)
+MORALE_GATE_MAX_REL_MCE = env.float("MORALE_GATE_MAX_REL_MCE", default=None)
