@@ -19,7 +19,7 @@ from datetime import datetime
 from django.conf import settings
 from django.db.models import Q
 
-from annotation.models import Annotator, Judgment
+from annotation.dataset.arrivals import judgments_arrived_since
 
 from . import services
 from .models import RetrainPolicy, TrainingRun
@@ -45,14 +45,9 @@ def last_export_time() -> datetime | None:
 
 
 def usable_judgments_since(since: datetime | None) -> int:
-    """New usable judgments: first answers (a reconfirmation adds no new pair) on
-    non-canary scenarios by annotators who are not screened out, created after `since`."""
-    rows = Judgment.objects.filter(phase=Judgment.Phase.INITIAL, scenario__is_canary=False)
-    if not settings.MORALE_EXPORT_INCLUDE_SCREENED:
-        rows = rows.exclude(annotator__status=Annotator.Status.SCREENED_OUT)
-    if since is not None:
-        rows = rows.filter(created_at__gt=since)
-    return rows.count()
+    """New usable judgments since `since` (``annotation.dataset.arrivals``: first answers on
+    non-canary scenarios by annotators who are not screened out, as the export counts them)."""
+    return judgments_arrived_since(since)
 
 
 def run_going() -> bool:
