@@ -55,10 +55,11 @@ def run_going() -> bool:
     return TrainingRun.objects.filter(Q(status=TrainingRun.Status.QUEUED) | Q(status=TrainingRun.Status.RUNNING)).exists()
 
 
-def retrain_if_due() -> TrainingRun | None:
+def retrain_if_due(*, config: dict | None = None) -> TrainingRun | None:
     """Queue a run if the threshold is reached and no run is going; the queued run, else None.
 
-    The caller hands the run to a worker (``services.training_run_send``).
+    `config`: the run's TrainConfig fields (default: the defaults, a head-only run). The
+    caller hands the run to a worker (``services.training_run_send``).
     """
     threshold = retrain_threshold()
     if threshold == 0:
@@ -68,6 +69,6 @@ def retrain_if_due() -> TrainingRun | None:
     if usable_judgments_since(last_export_time()) < threshold:
         return None
     try:
-        return services.training_run_queue(triggered_by=TrainingRun.Trigger.JUDGMENTS)
+        return services.training_run_queue(config=config, triggered_by=TrainingRun.Trigger.JUDGMENTS)
     except services.TrainingRunInProgress:
         return None  # another check (or a researcher) took the slot between our check and now
