@@ -201,6 +201,13 @@ def one_run(*, rows: list[TruthRow], held: set[str], routing: str, seed: int, ar
     rng = random.Random(seed)
     truth: dict[int, TruthRow] = {}
     contexts = {}
+    # Created with the scoring tasks sent to the (unconsumed) broker, then scored in one batch:
+    # one eager task per scenario would load and run the prior once per scenario.
+    from celery import current_app
+
+    from modelloop import services as modelloop_services
+
+    current_app.conf.task_always_eager = False
     for r in rows:
         if r.context in held:
             continue
@@ -209,7 +216,10 @@ def one_run(*, rows: list[TruthRow], held: set[str], routing: str, seed: int, ar
                 image_file=ContentFile(Path(r.image).read_bytes(), name=Path(r.image).name), setting=r.setting
             )
         truth[services.scenario_create(context=contexts[r.context], text=r.scenario).pk] = r
+    current_app.conf.task_always_eager = True
+    modelloop_services.scenarios_score(scenario_ids=sorted(truth), model_version=modelloop_selectors.model_version_current())
     held_out = [r for r in rows if r.context in held]
+    common.log(f"  [{routing} seed {seed}] {len(truth)} scenarios created and scored by the prior", stamp="")
     raters = []
     for n in range(args.raters):
         annotator = services.annotator_create(username=f"sim-rater-{n}", password=uuid.uuid4().hex)
@@ -272,7 +282,10 @@ def one_run(*, rows: list[TruthRow], held: set[str], routing: str, seed: int, ar
         window_checked += len(checks)
         run = trigger.retrain_if_due(config=config)
         if run is not None:
+            t_run = time.perf_counter()
             run = training_services.training_run_execute(run_id=run.pk)
+            common.log(f"  [{routing} seed {seed}] {collected} judgments: run #{run.pk} {run.status}, "
+                       f"promoted {run.promoted} ({time.perf_counter() - t_run:.0f}s)", stamp="")
             if run.status == TrainingRun.Status.FAILED:
                 common.log(f"  [{routing} seed {seed}] training run #{run.pk} failed: {run.error[:200]}")
         if collected >= next_point:
