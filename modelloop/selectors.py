@@ -116,3 +116,29 @@ def scores_shown(*, scenario_ids: Iterable[int]) -> ShownScores:
         version,
         {sid: (p.score if p.status == Prediction.Status.OK else None) for sid, p in predictions.items()},
     )
+
+
+def model_version_previous(current: ModelVersion | None) -> ModelVersion | None:
+    """The version current before `current`: the latest promoted version other than it."""
+    if current is None:
+        return None
+    return ModelVersion.objects.exclude(pk=current.pk).filter(promoted_at__isnull=False).order_by("-promoted_at", "-id").first()
+
+
+def current_and_previous_scores(*, scenario_ids: Iterable[int]) -> tuple[dict[int, float], dict[int, float]]:
+    """Scores of these scenarios by the current version and by the one current before it
+    (scored pairs only; a missing id: not scored). For routing toward the model's doubt."""
+    ids = list(scenario_ids)
+    current = model_version_current_or_none()
+    out = []
+    for version in (current, model_version_previous(current)):
+        if version is None:
+            out.append({})
+            continue
+        out.append(
+            dict(
+                Prediction.objects.filter(model_version=version, scenario_id__in=ids, status=Prediction.Status.OK)
+                .values_list("scenario_id", "score")
+            )
+        )
+    return out[0], out[1]

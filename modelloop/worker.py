@@ -12,7 +12,7 @@ import threading
 
 from django.conf import settings
 
-from .baseline import BASELINE_NAME
+from .baseline import BUILTIN_NAMES
 from .scoring import ScoringError
 
 logger = logging.getLogger(__name__)
@@ -77,7 +77,7 @@ def use_vlm_path(path: str) -> bool:
     current = selectors.model_version_current_or_none()
     if current is not None and current.pk == version.pk:
         return False
-    if current is not None and current.name != BASELINE_NAME:
+    if current is not None and current.name not in BUILTIN_NAMES:
         logger.info(
             "MORALE_VLM_PATH: version %r is registered but not promoted, because %r is current; "
             "promote it in the admin if wanted.",

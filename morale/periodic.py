@@ -30,3 +30,10 @@ def ensure_periodic_tasks(**kwargs) -> None:
             continue
         schedule, _ = IntervalSchedule.objects.get_or_create(every=seconds(), period=IntervalSchedule.SECONDS)
         PeriodicTask.objects.create(name=name, task=task, interval=schedule)
+
+# Appended (issue 13): retrain when enough new judgments arrived (training/trigger.py; the
+# threshold is the "Retrain policy" in the admin, default MORALE_RETRAIN_AFTER_JUDGMENTS).
+PERIODIC_TASKS.append(
+    ("Retrain when enough new judgments arrived (threshold: Training > Retrain policy)",
+     "training.retrain_on_judgments", lambda: settings.MORALE_RETRAIN_CHECK_SECONDS)
+)

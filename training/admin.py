@@ -8,7 +8,7 @@ from django.utils.html import format_html, format_html_join
 from django.views.decorators.http import require_POST
 
 from . import services, tasks
-from .models import TrainingRun
+from .models import RetrainPolicy, TrainingRun
 
 
 @admin.register(TrainingRun)
@@ -82,3 +82,33 @@ class TrainingRunAdmin(admin.ModelAdmin):
         else:
             messages.success(request, f"{run} queued; this page shows its progress.")
         return redirect("admin:training_trainingrun_changelist")
+
+
+@admin.register(RetrainPolicy)
+class RetrainPolicyAdmin(admin.ModelAdmin):
+    """The retrain trigger's threshold (one row): Training > Retrain policy."""
+
+    fields = ["after_judgments", "in_effect", "updated_at"]
+    readonly_fields = ["in_effect", "updated_at"]
+    list_display = ["__str__", "after_judgments", "in_effect"]
+
+    def has_add_permission(self, request):
+        return super().has_add_permission(request) and not RetrainPolicy.objects.exists()
+
+    def has_delete_permission(self, request, obj=None):
+        return False  # emptying the field returns to the deployment default
+
+    def save_model(self, request, obj, form, change):
+        obj.pk = RetrainPolicy.SINGLETON_PK
+        super().save_model(request, obj, form, change)
+
+    @admin.display(description="in effect now")
+    def in_effect(self, obj=None):
+        from . import trigger
+
+        threshold = trigger.retrain_threshold()
+        if threshold == 0:
+            return "off (no run is queued by new judgments)"
+        since = trigger.last_export_time()
+        count = trigger.usable_judgments_since(since)
+        return f"a run after {threshold} new judgments; {count} arrived since the last run's export"

@@ -21,6 +21,7 @@ class TrainingRun(models.Model):
         SCHEDULE = "schedule", "celery beat schedule"
         COMMAND = "command", "management command"
         ADMIN = "admin", "admin"
+        JUDGMENTS = "judgments", "new judgments arrived"
 
     status = models.CharField(max_length=12, choices=Status.choices, default=Status.QUEUED)
     triggered_by = models.CharField(max_length=12, choices=Trigger.choices, default=Trigger.COMMAND)
@@ -148,3 +149,30 @@ class ProbeResult(models.Model):
 
     def __str__(self) -> str:
         return f"probe result of version #{self.model_version_id} in run #{self.run_id}"
+
+
+class RetrainPolicy(models.Model):
+    """The retrain trigger's setting, editable in the admin: one row at most (pk 1).
+
+    ``after_judgments`` empty: the default, settings.MORALE_RETRAIN_AFTER_JUDGMENTS; 0: off.
+    Read by ``training.trigger.retrain_threshold``.
+    """
+
+    SINGLETON_PK = 1
+
+    after_judgments = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="Queue a head-only training run once this many new usable judgments (first answers of "
+        "active annotators on non-canary scenarios) arrived since the last run's export. 0 turns it off; "
+        "empty uses the deployment default MORALE_RETRAIN_AFTER_JUDGMENTS. Never while a run is going; "
+        "promotion still goes through the gate.",
+    )
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = verbose_name_plural = "retrain policy"
+        constraints = [models.CheckConstraint(condition=Q(id=1), name="retrain_policy_singleton")]
+
+    def __str__(self) -> str:
+        return "retrain policy"

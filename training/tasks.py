@@ -47,3 +47,18 @@ def probe_version(run_id: int) -> int:
     """Run a queued probe run (queue ``gpu``: ``training.*`` is routed there). A second
     delivery finds it started or finished and returns; the scorer is the worker's own."""
     return probe_runner.probe_run_execute(run_id=run_id).pk
+
+
+@shared_task(name="training.retrain_on_judgments", acks_late=True, soft_time_limit=120, time_limit=180)
+def retrain_on_judgments() -> int | None:
+    """Periodic (every MORALE_RETRAIN_CHECK_SECONDS, queue default): queue a head-only run
+    once enough new judgments arrived (``training.trigger``) and send it to a gpu worker.
+    Returns the queued run's id, None when none was due. Repeating it is harmless: a second
+    run is never queued while one is going."""
+    from . import trigger
+
+    run = trigger.retrain_if_due()
+    if run is None:
+        return None
+    services.training_run_send(run_id=run.pk, task=execute_run)
+    return run.pk

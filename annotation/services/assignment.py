@@ -29,6 +29,7 @@ from ..models import (
     Scenario,
 )
 from ..selectors import count_of, annotators_working_now, open_scenarios_for, untouched_participants_holding
+from .routing import candidate_context_ids
 
 
 # --- errors the views turn into messages ---------------------------------------------------
@@ -132,12 +133,13 @@ def assignment_get_or_create(
     open_scenarios = open_scenarios_for(annotator)
     excluded_contexts: set[int] = set()
     while True:
-        candidate_ids = list(
+        # MORALE_ROUTING orders them (routing.py): least-judged first, random among ties, or
+        # toward the model's uncertainty within MORALE_ROUTING_SLACK of the least-judged.
+        candidate_ids = candidate_context_ids(
             Context.objects.filter(is_active=True)
             .filter(Exists(open_scenarios.filter(context=OuterRef("pk"))))
-            .exclude(pk__in=excluded_contexts)
-            .order_by("judgment_count", "?")  # least-judged first, random among ties
-            .values_list("pk", flat=True)[:CANDIDATE_CONTEXTS]
+            .exclude(pk__in=excluded_contexts),
+            open_scenarios=open_scenarios, limit=CANDIDATE_CONTEXTS, rng=rng,
         )
         if not candidate_ids:
             return None

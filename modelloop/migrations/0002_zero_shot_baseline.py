@@ -2,11 +2,11 @@
 
 from django.db import migrations
 
-from modelloop.baseline import ensure_current_version
+from modelloop.baseline import ensure_text_baseline
 
 
 def create_baseline(apps, schema_editor):
-    ensure_current_version(apps.get_model("modelloop", "ModelVersion"))
+    ensure_text_baseline(apps.get_model("modelloop", "ModelVersion"))
 
 
 class Migration(migrations.Migration):

@@ -93,8 +93,12 @@ def scorer_registry() -> dict[str, type[Scorer]]:
     # Imported lazily: loading torch is slow and only worker processes need it.
     from .hf_vlm import HFVLMHeadScorer, HFVLMZeroShotScorer
     from .offline import EfficientNetMiniLMHeadScorer, ZeroShotTextBaselineScorer
+    from .prior import ImageAwarePriorScorer
 
     return {
         cls.key: cls
-        for cls in (ZeroShotTextBaselineScorer, EfficientNetMiniLMHeadScorer, HFVLMZeroShotScorer, HFVLMHeadScorer)
+        for cls in (
+            ZeroShotTextBaselineScorer, ImageAwarePriorScorer, EfficientNetMiniLMHeadScorer, HFVLMZeroShotScorer,
+            HFVLMHeadScorer,
+        )
     }

@@ -18,7 +18,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from ..baseline import BASELINE_NAME
+from ..baseline import BUILTIN_NAMES
 from ..models import ModelVersion
 from ..scoring import LORA_ADAPTER_FILES, FeatureScorer, scorer_registry
 from ..selectors import scenario_ids_missing_prediction
@@ -114,7 +114,7 @@ def model_version_promote_over_baseline(*, model_version: ModelVersion) -> bool:
     never replaced behind their back. Returns whether it was promoted.
     """
     current = ModelVersion.objects.select_for_update().filter(is_current=True).first()
-    if current is not None and (current.pk == model_version.pk or current.name != BASELINE_NAME):
+    if current is not None and (current.pk == model_version.pk or current.name not in BUILTIN_NAMES):
         return False
     model_version_promote(model_version=model_version)
     return True

@@ -218,8 +218,10 @@ CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_ROUTES = {
     "modelloop.*": {"queue": "gpu"},
     "training.*": {"queue": "gpu"},
-    # An exact name wins over the patterns: the sweep must not wait behind a six-hour run.
+    # An exact name wins over the patterns: the sweep must not wait behind a six-hour run,
+    # and the retrain trigger only counts rows and queues a run.
     "training.sweep_runs": {"queue": "default"},
+    "training.retrain_on_judgments": {"queue": "default"},
 }
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_TIMEZONE = TIME_ZONE
@@ -241,6 +243,15 @@ MORALE_DISAGREEMENT_THRESHOLD = env.float("MORALE_DISAGREEMENT_THRESHOLD", defau
 MORALE_ADD_SCENARIO_WHEN = env.str("MORALE_ADD_SCENARIO_WHEN", default="all_agree")
 MORALE_JUDGMENTS_PER_SCENARIO = env.int("MORALE_JUDGMENTS_PER_SCENARIO", default=3)
 MORALE_SCENARIOS_PER_PAGE = env.int("MORALE_SCENARIOS_PER_PAGE", default=5)
+# Which context a new page goes to (annotation/services/routing.py): "random" (least-judged
+# first, random among ties) or "disagreement" (among contexts at most
+# MORALE_ROUTING_SLACK judgments behind the least-judged, those the model is least sure of).
+MORALE_ROUTING = env.str("MORALE_ROUTING", default="random")
+if MORALE_ROUTING not in ("random", "disagreement"):
+    raise ImproperlyConfigured(f"MORALE_ROUTING must be 'random' or 'disagreement', not {MORALE_ROUTING!r}")
+MORALE_ROUTING_SLACK = env.int("MORALE_ROUTING_SLACK", default=3)
+if MORALE_ROUTING_SLACK < 0:
+    raise ImproperlyConfigured(f"MORALE_ROUTING_SLACK must be >= 0, not {MORALE_ROUTING_SLACK}")
 MORALE_ASSIGNMENT_TTL_MINUTES = env.int("MORALE_ASSIGNMENT_TTL_MINUTES", default=30)
 # Probability that an assignment page carries one canary scenario of its context.
 MORALE_CANARY_RATE = env.float("MORALE_CANARY_RATE", default=0.2)
@@ -314,6 +325,11 @@ MORALE_GATE_UNSAFE_TOLERANCE = env.float("MORALE_GATE_UNSAFE_TOLERANCE", default
 MORALE_GATE_MAE_TOLERANCE = env.float("MORALE_GATE_MAE_TOLERANCE", default=0.0)
 # How often celery beat starts a retraining (the periodic task is editable in the admin).
 MORALE_RETRAIN_INTERVAL_HOURS = env.int("MORALE_RETRAIN_INTERVAL_HOURS", default=24)
+# Retrain as the data arrives (training/trigger.py): queue a head-only run once this many
+# usable judgments arrived since the last run's export; 0 = off. This is the default: the
+# "Retrain policy" row in the admin overrides it. Checked every MORALE_RETRAIN_CHECK_SECONDS.
+MORALE_RETRAIN_AFTER_JUDGMENTS = env.int("MORALE_RETRAIN_AFTER_JUDGMENTS", default=0)
+MORALE_RETRAIN_CHECK_SECONDS = env.int("MORALE_RETRAIN_CHECK_SECONDS", default=60)
 
 # --- Quality control (annotation/research/quality.py; paper section 3.2) -------------------------
 # Canary pass rate per annotator: below WARN the annotator is flagged for a researcher;

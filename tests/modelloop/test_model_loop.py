@@ -18,8 +18,10 @@ pytestmark = pytest.mark.django_db
 def test_a_fresh_database_has_exactly_one_current_version_the_labelled_baseline():
     version = selectors.model_version_current()
     assert ModelVersion.objects.filter(is_current=True).count() == 1
-    assert version.scorer == "zero-shot-text-baseline"
-    assert "baseline" in version.description and "ignores the image" in version.description
+    # the image-aware prior (issue 13) replaced the text-only baseline of migration 0002
+    assert version.scorer == "image-aware-prior" and version.name == "image-aware-prior-v1"
+    assert "baseline" in version.description and "ImageNet classes" in version.description
+    assert not ModelVersion.objects.get(name="zero-shot-text-baseline-v1").is_current
 
 
 def test_database_refuses_a_second_current_version():

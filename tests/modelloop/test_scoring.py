@@ -79,7 +79,9 @@ def pairs_for(images: list[Path]) -> list[ScoringInput]:
 
 
 def test_registry_keys() -> None:
-    assert set(scorer_registry()) == {"zero-shot-text-baseline", "efficientnet-minilm-mlp", "hf-vlm-zero-shot", "hf-vlm-head"}
+    assert set(scorer_registry()) == {
+        "zero-shot-text-baseline", "image-aware-prior", "efficientnet-minilm-mlp", "hf-vlm-zero-shot", "hf-vlm-head"
+    }
 
 
 def test_zero_shot_orders_clear_pairs(zero_shot: ZeroShotTextBaselineScorer) -> None:
