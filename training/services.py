@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 

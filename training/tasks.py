@@ -42,7 +42,7 @@ def sweep_runs() -> dict:
     return services.training_runs_sweep()
 
 
-@shared_task(name="training.probe_version", acks_late=True, soft_time_limit=6 * 3600, time_limit=6 * 3600 + 300)
+@shared_task(name="training.probe_version", acks_late=False, soft_time_limit=6 * 3600, time_limit=6 * 3600 + 300)
 def probe_version(run_id: int) -> int:
     """Run a queued probe run (queue ``gpu``: ``training.*`` is routed there). A second
     delivery finds it started or finished and returns; the scorer is the worker's own."""
