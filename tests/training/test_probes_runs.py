@@ -45,6 +45,10 @@ def demo(django_db_setup, django_db_blocker):
     the module (judging through the services takes a while), removed at its end."""
     with django_db_blocker.unblock():
         call_command("seed_demo", stdout=io.StringIO())
+        # These hand computations assume a text-only current version: the zero-shot text
+        # baseline, not the image-aware prior that a fresh deployment now starts with.
+        ModelVersion.objects.update(is_current=False)
+        ModelVersion.objects.filter(scorer="zero-shot-text-baseline").update(is_current=True)
         judge_demo(annotators=3)
         export = dataset_export_create(fmt="jsonl", test_fraction=0.5)
         yield export
