@@ -223,7 +223,7 @@ def test_the_gate_refuses_a_less_robust_candidate(settings):
     assert probe_gate_reason(candidate, current) is None
     # In the gate's decision: good ranking figures, refused by the probe.
     settings.MORALE_GATE_MAX_REL_MCE = 1.0
-    same = {"ndcg@5": 0.9, "unsafe_rate_pooled": 0.1}
+    same = {"ndcg@5": 0.9, "unsafe_rate_pooled": 0.1, "mae": 0.5}  # the gate needs an MAE too (issue 11)
     decision = gate_decision(candidate=same, current=same, current_name=current.name, versions=(candidate, current))
     assert not decision.promote and "Rel. mCE 1.2500 is above 1.0" in decision.reason
     assert gate_decision(candidate=same, current=same, current_name=current.name).promote  # without versions: as before
