@@ -11,6 +11,7 @@ import torch
 from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import CommandError
+from django.db import transaction
 
 from annotation.dataset.export.service import dataset_export_create
 from bench.probe import judge_demo
@@ -33,7 +34,6 @@ from training.probes.runner import (
     probe_run_execute,
     score_inputs,
 )
-from modelloop.baseline import ensure_current_version
 from tests.factories import current_version
 
 pytestmark = pytest.mark.django_db
@@ -42,8 +42,10 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture(scope="module")
 def demo(django_db_setup, django_db_blocker):
     """The demo data, judged 3 times per scenario, and a JSONL export of it: made once for
-    the module (judging through the services takes a while), removed at its end."""
-    with django_db_blocker.unblock():
+    the module (judging through the services takes a while) inside a transaction that is
+    rolled back at its end, so the rows the migrations installed (the instructions, the
+    built-in versions) are as they were for the tests that follow."""
+    with django_db_blocker.unblock(), transaction.atomic():
         call_command("seed_demo", stdout=io.StringIO())
         # These hand computations assume a text-only current version: the zero-shot text
         # baseline, not the image-aware prior that a fresh deployment now starts with.
@@ -52,8 +54,7 @@ def demo(django_db_setup, django_db_blocker):
         judge_demo(annotators=3)
         export = dataset_export_create(fmt="jsonl", test_fraction=0.5)
         yield export
-        call_command("flush", interactive=False, verbosity=0)
-        ensure_current_version(ModelVersion)
+        transaction.set_rollback(True)
 
 
 def baseline_variant(name: str, temperature: float) -> ModelVersion:
