@@ -42,6 +42,19 @@ def check_answer_text(initial: Judgment, again: Judgment | None) -> str:
     return said
 
 
+class ReadOnly:
+    """Rows written by the annotator pages and the services only."""
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
 class AssignmentItemInline(admin.TabularInline):
     model = AssignmentItem
     extra = 0
@@ -84,7 +97,7 @@ class ScoreFilter(admin.SimpleListFilter):
 
 
 @admin.register(Judgment)
-class JudgmentAdmin(AdminListStyle, admin.ModelAdmin):
+class JudgmentAdmin(AdminListStyle, ReadOnly, admin.ModelAdmin):  # append-only
     # Kept cheap at MM-SCALE size (bench/admin_lists.py): filters whose choices need no query
     # (no date_hierarchy, no DISTINCT over the table), sorting by id only (indexed), and
     # 50 rows a page (rendering the rows is most of the time).
@@ -96,15 +109,6 @@ class JudgmentAdmin(AdminListStyle, admin.ModelAdmin):
     sortable_by = ["id"]
     list_per_page = 50
     show_full_result_count = False  # no second COUNT(*) over every judgment on filtered pages
-
-    def has_change_permission(self, request, obj=None):
-        return False  # append-only
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
     @admin.display(description="model score")
     def model_score_shown(self, obj):

@@ -16,6 +16,7 @@ from django.db.models.functions import Coalesce
 from .. import selectors, services
 from ..images import check_image_upload
 from ..models import InstructionsVersion, OnboardingRecord, PracticeItem, PracticeRound
+from .judgments import ReadOnly
 
 
 def _done_count(step: str):
@@ -126,7 +127,7 @@ class PracticeRoundAdmin(admin.ModelAdmin):
 
 
 @admin.register(OnboardingRecord)
-class OnboardingRecordAdmin(admin.ModelAdmin):
+class OnboardingRecordAdmin(ReadOnly, admin.ModelAdmin):
     """Who read which instructions and did which practice round, with the practice answers.
     Written by the annotator pages only."""
 
@@ -141,12 +142,3 @@ class OnboardingRecordAdmin(admin.ModelAdmin):
         if obj.step != OnboardingRecord.Step.PRACTICE:
             return "-"
         return f"{sum(1 for a in obj.answers if a.get('score_ok'))} of {len(obj.answers)}"
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False

@@ -21,7 +21,7 @@ from annotation.services.reports import NOTE_MAX_CHARS
 
 from .. import selectors, services
 from ..models import ItemReport, PageComment, ReportedScenario, Scenario, WrittenScenario
-from .judgments import AdminListStyle, minutes
+from .judgments import AdminListStyle, ReadOnly, minutes
 
 
 class DefaultChoiceFilter(admin.SimpleListFilter):
@@ -53,19 +53,6 @@ class ReviewStatusFilter(DefaultChoiceFilter):
     def queryset(self, request, queryset):
         value = self.value()
         return queryset if value == "all" else queryset.filter(review_status=value)
-
-
-class ReadOnly:
-    """Rows written by the annotator pages and the services only."""
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
 
 class ReviewActions(ReadOnly):

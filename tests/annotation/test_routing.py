@@ -2,16 +2,15 @@
 no-starvation bound, its use in assignment, and no over-fill under concurrency."""
 
 import random
-import threading
 from collections import Counter
 
 import pytest
-from django.db import connections
 
 from annotation import services
 from annotation.models import AssignmentItem, Context
 from annotation.services.routing import ContextCandidate, order_contexts, scenario_uncertainty
 from modelloop.models import ModelVersion
+from tests.concurrency import run_concurrently
 from tests.factories import AnnotatorFactory, current_version, make_context, make_scenarios, predict
 
 
@@ -116,28 +115,6 @@ def test_a_spread_between_versions_counts_and_the_slack_bounds_the_preference(se
     # b now has 2 judgments held ... once judged past the slack, a comes first despite b's doubt
     Context.objects.filter(pk=b.pk).update(judgment_count=2)
     assert claim(AnnotatorFactory()) == a.pk
-
-
-def run_concurrently(fn, args_list):
-    barrier = threading.Barrier(len(args_list))
-    errors, results = [], [None] * len(args_list)
-
-    def worker(i, args):
-        try:
-            barrier.wait(timeout=30)
-            results[i] = fn(*args)
-        except Exception as exc:  # noqa: BLE001 - reported below
-            errors.append(exc)
-        finally:
-            connections.close_all()
-
-    threads = [threading.Thread(target=worker, args=(i, a)) for i, a in enumerate(args_list)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=120)
-    assert not errors, errors
-    return results
 
 
 @pytest.mark.postgres

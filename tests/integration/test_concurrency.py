@@ -5,43 +5,21 @@ Runs on SQLite (IMMEDIATE transactions) in the first pass and on PostgreSQL
 """
 
 import re
-import threading
 from collections import Counter
 
 import pytest
 from django.conf import settings
-from django.db import connection, connections
+from django.db import connection
 from django.test import Client
 from django.urls import reverse
 
 from annotation.models import Assignment, AssignmentItem, Judgment
+from tests.concurrency import run_concurrently
 from tests.factories import AnnotatorFactory, make_context, make_scenarios
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
 CONCURRENT = 24
-
-
-def run_concurrently(fn, args_list):
-    barrier = threading.Barrier(len(args_list))
-    errors, results = [], [None] * len(args_list)
-
-    def worker(i, args):
-        try:
-            barrier.wait(timeout=30)
-            results[i] = fn(*args)
-        except Exception as exc:  # noqa: BLE001 - reported below
-            errors.append(exc)
-        finally:
-            connections.close_all()
-
-    threads = [threading.Thread(target=worker, args=(i, a)) for i, a in enumerate(args_list)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=120)
-    assert not errors, errors
-    return results
 
 
 def rate_page(user):

@@ -71,16 +71,12 @@ def kendall_within_lists(clean: np.ndarray, perturbed: np.ndarray, list_ids: Seq
 
 def error(scores: np.ndarray, human: np.ndarray) -> float:
     """Mean absolute error against the human mean."""
-    scores, human = np.asarray(scores, float), np.asarray(human, float)
-    ok = _finite(scores, human)
-    return _mean(np.abs(scores[ok] - human[ok]))
+    return mean_abs_shift(human, scores)
 
 
 def safety_error(scores: np.ndarray, human: np.ndarray) -> float:
     """Share of pairs on the other side of the 2.5 threshold than the human mean (1 - accuracy)."""
-    scores, human = np.asarray(scores, float), np.asarray(human, float)
-    ok = _finite(scores, human)
-    return _mean(((scores[ok] <= UNSAFE_THRESHOLD) != (human[ok] <= UNSAFE_THRESHOLD)).astype(float))
+    return flip_rate(human, scores)
 
 
 def corruption_errors(errors: Mapping[tuple[str, int], float], reference: Mapping[tuple[str, int], float]) -> dict[str, float | None]:
