@@ -132,11 +132,12 @@ def training_run_execute(
             jobs.fail(TRAINING_JOB, run, f"JobLost: {exc}"[:10_000])  # another job of this run (its export) was lost
         else:  # the sweep failed the run meanwhile (silent too long): stop, write nothing
             logger.warning("training run #%s abandoned: %s", run.pk, exc)
-            run.refresh_from_db()
     except Exception as exc:  # noqa: BLE001 - every failure ends the run with its reason
         logger.exception("training run #%s failed", run.pk)
         jobs.fail(TRAINING_JOB, run, f"{type(exc).__name__}: {exc}"[:10_000])
-    return run
+    # As stored: the job's fenced writes are UPDATEs, so the objects in memory (the run's
+    # model version and its metrics among them) are older than the rows.
+    return TrainingRun.objects.select_related("model_version").get(pk=run.pk)
 
 
 class _Reporter:
