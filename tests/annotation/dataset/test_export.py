@@ -24,6 +24,7 @@ from annotation.dataset.export.service import ExportFailed, dataset_export_creat
 from annotation.dataset.export.writers import JsonlWriter, csv_cell
 from annotation.dataset.format import CSV_COLUMNS, FORMATS, ExportFormatError, aggregate, iter_export, split_for
 from annotation.models import Annotator, DatasetExport
+from morale import jobs
 from tests.annotation.dataset.helpers import rate_page, rated_context
 from tests.factories import AnnotatorFactory, UserFactory, make_canary, make_context, make_scenarios, predict
 
@@ -492,14 +493,14 @@ def test_failed_export_is_marked_failed_and_leaves_no_file(monkeypatch, settings
 def test_export_failing_after_the_file_was_stored_removes_the_file(monkeypatch, settings, tmp_path):
     settings.MEDIA_ROOT = tmp_path / "media"
     rated_context([[(3, "text")]])
-    original_save = DatasetExport.save
+    original_write = jobs.write
 
-    def save_fails_when_done(self, *args, **kwargs):
-        if self.status == DatasetExport.Status.DONE:
+    def write_fails_when_done(kind, job, **fields):  # the lifecycle's last write: "done"
+        if fields.get("status") == DatasetExport.Status.DONE:
             raise RuntimeError("database went away")
-        return original_save(self, *args, **kwargs)
+        return original_write(kind, job, **fields)
 
-    monkeypatch.setattr(DatasetExport, "save", save_fails_when_done)
+    monkeypatch.setattr(jobs, "write", write_fails_when_done)
     with pytest.raises(ExportFailed, match="database went away"):
         export("parquet")
     assert DatasetExport.objects.get().status == "failed"
