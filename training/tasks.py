@@ -37,15 +37,17 @@ def execute_run(run_id: int) -> int:
 
 @shared_task(name="training.sweep_runs", acks_late=True, soft_time_limit=60, time_limit=120)
 def sweep_runs() -> dict:
-    """Periodic, on queue ``default`` (a busy GPU worker must not delay it): fail runs whose
-    worker went silent, re-send queued runs whose message was lost. Idempotent."""
-    return services.training_runs_sweep()
+    """Periodic, on queue ``default`` (a busy GPU worker must not delay it): fail training and
+    probe runs whose worker went silent, re-send queued ones whose message was lost. Idempotent."""
+    return {"training": services.training_runs_sweep(), "probes": probe_runner.probe_runs_sweep()}
 
 
 @shared_task(name="training.probe_version", acks_late=False, soft_time_limit=6 * 3600, time_limit=6 * 3600 + 300)
 def probe_version(run_id: int) -> int:
     """Run a queued probe run (queue ``gpu``: ``training.*`` is routed there). A second
-    delivery finds it started or finished and returns; the scorer is the worker's own."""
+    delivery finds it started or finished and returns; the scorer is the worker's own.
+    Acknowledged at the start, like every lifecycle job: its six-hour limit is above the
+    Redis visibility timeout, and a lost worker is found by ``sweep_runs``."""
     return probe_runner.probe_run_execute(run_id=run_id).pk
 
 

@@ -230,7 +230,10 @@ def test_an_inline_import_killed_mid_request_is_failed_with_the_reason():
 
 
 # --- the broker: Redis' visibility timeout against the task time limits --------------------------
-LIFECYCLE_TASKS = {"annotation.export_dataset", "annotation.import_batch", "training.retrain", "training.execute_run"}
+LIFECYCLE_TASKS = {
+    "annotation.export_dataset", "annotation.import_batch", "training.retrain", "training.execute_run",
+    "training.probe_version",
+}
 
 
 def test_the_visibility_timeout_is_above_every_acks_late_task_time_limit():

@@ -4,6 +4,7 @@ that nothing reaches the feature cache or the predictions. Offline scorers and a
 
 import io
 import math
+from datetime import timedelta
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.db import transaction
+from django.utils import timezone
 
 from annotation.dataset.export.service import dataset_export_create
 from bench.probe import judge_demo
@@ -19,10 +21,12 @@ from modelloop import services as modelloop_services
 from modelloop.models import FeatureCacheEntry, ModelVersion, Prediction
 from modelloop.scoring.offline import ScoreHead, save_head
 from modelloop.testing.tiny_vlms import build_tiny_vlm
+from morale import jobs
 from training import tasks
 from training.gate import gate_decision
 from training.models import ProbeResult, ProbeRun
 from training.probes import figures
+from training.probes import runner as probe_runner
 from training.probes.gate import probe_gate_reason
 from training.probes.runner import (
     ProbeError,
@@ -193,6 +197,21 @@ def test_the_task_runs_a_queued_probe_once_on_the_gpu_queue(demo):
     tasks.probe_version(run.pk)  # delivered twice: nothing is done again
     assert ProbeRun.objects.get(pk=run.pk).status == ProbeRun.Status.SUCCEEDED
     assert ProbeResult.objects.filter(run=run).count() == 1
+
+
+def test_a_probe_whose_worker_was_lost_is_failed_by_the_sweep_and_never_run_twice(settings):
+    """The probe task acknowledges its message at the start: the job lifecycle's sweep, not
+    Redis, finds a probe whose worker died (SIGKILL leaves the row running and silent)."""
+    run = probe_run_create(model_version=current_version(), split="all", max_contexts=1)
+    held = jobs.claim(probe_runner.PROBE_JOB, run.pk, started_at=timezone.now())  # a worker took it, then died
+    assert held is not None and jobs.claim(probe_runner.PROBE_JOB, run.pk) is None
+    assert probe_run_execute(run_id=run.pk).status == ProbeRun.Status.RUNNING  # a second delivery does nothing
+    assert tasks.sweep_runs()["probes"]["failed"] == 0  # still within MORALE_JOB_STALE_MINUTES
+    later = timezone.now() + timedelta(minutes=settings.MORALE_JOB_STALE_MINUTES + 1)
+    assert probe_runner.probe_runs_sweep(now=later)["failed"] == 1
+    lost = ProbeRun.objects.get(pk=run.pk)
+    assert lost.status == ProbeRun.Status.FAILED and "the worker was lost" in lost.error and lost.finished_at
+    assert not ProbeResult.objects.filter(run=run).exists()
 
 
 # --- the gate option ---------------------------------------------------------------------------

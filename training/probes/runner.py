@@ -30,6 +30,7 @@ from modelloop import services as modelloop_services
 from modelloop.models import ModelVersion
 from modelloop.scoring import ScoringInput
 from modelloop.services.scoring import _score_in_batches  # the worker's batching (halved on OOM)
+from morale import jobs
 
 from ..metrics import json_ready
 from ..models import ProbeResult, ProbeRun
@@ -339,46 +340,58 @@ def _latest_export() -> DatasetExport:
     return export or dataset_export_create(fmt="jsonl")
 
 
-def _update(run: ProbeRun, **fields) -> None:
-    ProbeRun.objects.filter(pk=run.pk).update(**fields)
-    for name, value in fields.items():
-        setattr(run, name, value)
+def _send(run_id: int) -> None:
+    from .. import tasks
+
+    tasks.probe_version.apply_async(args=[run_id])
+
+
+# A probe whose worker died is failed with the reason (re-running it is a new run: its
+# results are written at the end, one per version); a queued run whose message was lost is
+# sent again.
+PROBE_JOB = jobs.JobKind(name="probe run", model=ProbeRun, send=_send, done=ProbeRun.Status.SUCCEEDED, resumable=None)
+
+
+def probe_runs_sweep(now=None) -> dict:
+    """The sweep of probe runs (``morale.jobs.sweep``), beside the training runs' one."""
+    return jobs.sweep(PROBE_JOB, now=now)
 
 
 def probe_run_execute(*, run_id: int, progress: Callable[[int, int], None] | None = None) -> ProbeRun:
     """Run a queued probe to the end: it ends succeeded (with its results) or failed (with the reason).
 
-    A run that is not queued (delivered twice) is returned as it is.
+    Claimed through ``morale.jobs`` (one conditional UPDATE); a run that is not queued
+    (delivered twice, or taken by another worker) is returned as it is stored.
     """
-    run = ProbeRun.objects.select_related("model_version", "against", "export").get(pk=run_id)
-    if run.status != ProbeRun.Status.QUEUED:
-        return run
-    _update(run, status=ProbeRun.Status.RUNNING, started_at=timezone.now())
-    try:
-        _execute(run, progress)
-    except Exception as exc:  # noqa: BLE001 - every failure ends the run with its reason
-        logger.exception("probe run #%s failed", run.pk)
-        _update(run, status=ProbeRun.Status.FAILED, error=f"{type(exc).__name__}: {exc}"[:10_000], finished_at=timezone.now())
-    return run
+    run = jobs.claim(PROBE_JOB, run_id, started_at=timezone.now())
+    if run is not None:
+        try:
+            _execute(run, progress)
+        except jobs.JobLost as exc:  # the sweep failed it meanwhile (silent too long): write nothing
+            logger.warning("probe run #%s abandoned: %s", run_id, exc)
+        except Exception as exc:  # noqa: BLE001 - every failure ends the run with its reason
+            logger.exception("probe run #%s failed", run_id)
+            jobs.fail(PROBE_JOB, run, f"{type(exc).__name__}: {exc}"[:10_000])
+    return ProbeRun.objects.select_related("model_version", "against", "export").get(pk=run_id)
 
 
 def _execute(run: ProbeRun, progress: Callable[[int, int], None] | None) -> None:
     started = time.monotonic()
     if run.export is None:
-        _update(run, export=_latest_export())
+        jobs.write(PROBE_JOB, run, export=_latest_export())
     pairs = pairs_from_export(run.export.file.path, split=run.split, max_contexts=run.max_contexts)
     if not pairs:
         raise ProbeError(f"{run.export} has no scenario in its {run.split} split to probe")
     conditions = conditions_for(run.suite)
     versions = [run.model_version] + ([run.against] if run.against else [])
     total = len(versions) * len(conditions) * len(pairs)
-    _update(run, n_pairs=len(pairs), n_contexts=len({p.context_id for p in pairs}))
+    jobs.write(PROBE_JOB, run, n_pairs=len(pairs), n_contexts=len({p.context_id for p in pairs}))
     done = 0
 
     def step(n: int) -> None:
         nonlocal done
         done += n
-        _update(run, progress=min(1.0, done / total))
+        jobs.write(PROBE_JOB, run, progress=min(1.0, done / total))
         if progress is not None:
             progress(done, total)
 
@@ -412,8 +425,8 @@ def _execute(run: ProbeRun, progress: Callable[[int, int], None] | None) -> None
             image_reliance=_number(found["modality"]["image_reliance"]),
             figures=json_ready(found),
         )
-    _update(
-        run, status=ProbeRun.Status.SUCCEEDED, progress=1.0, finished_at=timezone.now(),
+    jobs.finish(
+        PROBE_JOB, run, progress=1.0,
         seconds=time.monotonic() - started,
     )
 
