@@ -126,7 +126,9 @@ def test_feature_extraction_beats_so_a_long_healthy_training_run_is_never_swept(
             _age(TRAINING, running.pk, _stale())  # this batch took longer than the staleness
             return result
 
-    run = training_services.training_run_queue(config={"epochs": 1})
+    # Enough training for a head whose scores follow the 1-5 scale (one epoch at the default
+    # learning rate may leave it flat, and a flat calibration rightly fails the run).
+    run = training_services.training_run_queue(config={"epochs": 10, "lr": 3e-3})
     run = training_services.training_run_execute(run_id=run.pk, backbone=SlowBackbone())
     assert len(swept) >= 3
     assert run.status == "succeeded", run.error
